@@ -1,0 +1,8 @@
+"""cbos: a tmux-native control room for many interactive Claude Code sessions."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("cbos")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.1.0"

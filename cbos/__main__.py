@@ -1,0 +1,7 @@
+"""`python -m cbos` runs the same entry point as the `cbos` command."""
+
+import sys
+
+from cbos.cli import main
+
+sys.exit(main())

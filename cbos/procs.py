@@ -1,0 +1,123 @@
+"""One snapshot of the process table per refresh, and what it says about claude.
+
+``children(recursive=True)`` per session costs tens of milliseconds each; reading the whole
+table once and walking it in memory is what makes 100 sessions cheap. Processes vanish
+mid-read; that is normal and never an error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import psutil
+
+_VERSION_NAME = re.compile(r"^\d+\.\d+\.\d+")  # claude can show as its version string
+_CLAUDE_NAMES = frozenset({"claude", "claude.exe"})
+_RUNTIMES = frozenset({"node", "bun", "nodejs"})
+_HOOK_SHELLS = frozenset({"sh", "dash", "bash"})
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    name: str
+    cmdline: tuple[str, ...]
+    create_time: float
+    status: str
+    rss: int = 0
+    cpu_seconds: float = 0.0
+
+    @property
+    def command(self) -> str:
+        return " ".join(self.cmdline) if self.cmdline else self.name
+
+
+def is_claude(proc: Proc) -> bool:
+    """Whether ``proc`` is a Claude Code CLI process, under any of the names it shows."""
+    if proc.name in _CLAUDE_NAMES or _VERSION_NAME.match(proc.name):
+        return True
+    argv0 = os.path.basename(proc.cmdline[0]) if proc.cmdline else ""
+    if argv0 in _CLAUDE_NAMES:
+        return True
+    if proc.name in _RUNTIMES or argv0 in _RUNTIMES:
+        return any("claude" in os.path.basename(arg) for arg in proc.cmdline[1:3])
+    return False
+
+
+@dataclass
+class ProcTable:
+    """The process table at one instant, indexed by pid and by parent."""
+
+    procs: dict[int, Proc] = field(default_factory=dict)
+    children: dict[int, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def snapshot(cls) -> ProcTable:
+        table = cls()
+        attrs = ["pid", "ppid", "name", "cmdline", "create_time", "status", "memory_info",
+                 "cpu_times"]
+        for p in psutil.process_iter(attrs):
+            info = p.info
+            if info.get("pid") is None:
+                continue
+            mem = info.get("memory_info")
+            cpu = info.get("cpu_times")
+            proc = Proc(
+                pid=info["pid"], ppid=info.get("ppid") or 0, name=info.get("name") or "",
+                cmdline=tuple(info.get("cmdline") or ()),
+                create_time=info.get("create_time") or 0.0,
+                status=info.get("status") or "", rss=mem.rss if mem else 0,
+                cpu_seconds=(cpu.user + cpu.system) if cpu else 0.0,
+            )
+            table.procs[proc.pid] = proc
+            table.children.setdefault(proc.ppid, []).append(proc.pid)
+        return table
+
+    def descendants(self, pid: int) -> Iterator[Proc]:
+        stack = list(self.children.get(pid, ()))
+        while stack:
+            child = self.procs.get(stack.pop())
+            if child is None:
+                continue
+            yield child
+            stack.extend(self.children.get(child.pid, ()))
+
+    def claude_in_pane(self, pane_pid: int | None) -> Proc | None:
+        """The claude process a pane runs: the pane's own process or its nearest descendant."""
+        if pane_pid is None:
+            return None
+        root = self.procs.get(pane_pid)
+        if root is not None and is_claude(root) and root.status != psutil.STATUS_ZOMBIE:
+            return root
+        for proc in self.descendants(pane_pid):
+            if is_claude(proc) and proc.status != psutil.STATUS_ZOMBIE:
+                return proc
+        return None
+
+    def tools_of(self, claude: Proc) -> list[Proc]:
+        """Tool processes under claude: its children minus hook shells and helpers.
+
+        A hook runs as ``claude -> sh -c COMMAND``; those are not work the person sees.
+        """
+        tools = []
+        for pid in self.children.get(claude.pid, ()):
+            child = self.procs.get(pid)
+            if child is None or child.status == psutil.STATUS_ZOMBIE:
+                continue
+            if child.name in _HOOK_SHELLS and "-c" in child.cmdline[1:2] and any(
+                "cbos" in arg for arg in child.cmdline[2:]
+            ):
+                continue
+            tools.append(child)
+        return tools
+
+    def tree_usage(self, pid: int) -> tuple[int, float]:
+        """(RSS bytes, CPU seconds) of a process and everything under it."""
+        root = self.procs.get(pid)
+        procs = [root] if root else []
+        procs.extend(self.descendants(pid))
+        return sum(p.rss for p in procs), sum(p.cpu_seconds for p in procs)
