@@ -224,7 +224,9 @@ class Tmux:
         Without ``-o``, pipe-pane closes an existing pipe and opens the new one; ``-o``
         would toggle it off instead. tmux expands formats in the command, hence the escape.
         """
-        shell = f"exec cat >> {shlex.quote(str(log_path))}"
+        # tee rather than cat: its argv names the log, so the pipe process can be found
+        # (and found dead or stopped) in a process snapshot without opening /proc fds.
+        shell = f"exec tee -a -- {shlex.quote(str(log_path))} >/dev/null"
         self.cmd("pipe-pane", "-t", pane_id, format_escape(shell))
 
     def unpipe(self, pane_id: str) -> None:
