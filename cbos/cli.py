@@ -1,0 +1,313 @@
+"""The `cbos` command: argparse, one handler per subcommand, exit codes.
+
+Exit status: 0 done, 1 could not do it (tmux down, refused, timed out), 2 bad input or
+configuration, 130 interrupted. Paths that do not draw never import urwid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cbos import __version__
+from cbos import config as config_mod
+from cbos.errors import CbosError, UsageError
+
+log = logging.getLogger("cbos")
+CONTROL_OK = {"\n", "\t"}
+
+
+@dataclass
+class Context:
+    """What every handler gets: the resolved config and a lazily built tmux handle."""
+
+    config: config_mod.Config
+    _tmux: Any = field(default=None, repr=False)
+
+    @property
+    def tmux(self) -> Any:
+        if self._tmux is None:
+            from cbos.tmux import Tmux
+
+            self._tmux = Tmux(self.config.tmux_socket)
+        return self._tmux
+
+
+Handler = Callable[[argparse.Namespace, Context], int]
+
+
+def check_text(text: str) -> str:
+    """Refuse NUL and control characters (bar newline and tab) before anything is typed."""
+    for index, char in enumerate(text):
+        if (ord(char) < 32 or ord(char) == 127) and char not in CONTROL_OK:
+            raise UsageError(f"the text has control character {char!r} at position {index}; "
+                             "only printable text, newlines and tabs can be sent")
+    return text
+
+
+def read_text_arg(words: Sequence[str]) -> str:
+    """TEXT... joined by spaces, or standard input when the only word is ``-``."""
+    if list(words) == ["-"]:
+        data = sys.stdin.buffer.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"standard input is not UTF-8 text ({exc.reason} at byte "
+                             f"{exc.start}); convert it to UTF-8") from None
+        # `echo hi | cbos send X -` means "hi", not "hi" plus an extra blank line.
+        return check_text(text.removesuffix("\n"))
+    return check_text(" ".join(words))
+
+
+# -- handlers ----------------------------------------------------------------------------
+
+
+def cmd_new(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import sessions
+
+    path = Path(args.path) if args.path else Path.cwd()
+    session = sessions.create(ctx.tmux, ctx.config, path, slug=args.slug,
+                              extra_args=args.claude_args or ())
+    print(session.slug)
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import model
+
+    views = model.snapshot_once(ctx.tmux, ctx.config)
+    if args.json:
+        print(json.dumps([v.to_json() for v in views], indent=2, ensure_ascii=False))
+        return 0
+    if not views:
+        print("no claude sessions; start one with `cbos new PATH`", file=sys.stderr)
+        return 0
+    print(model.format_table(views))
+    return 0
+
+
+def cmd_send(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import actions
+
+    text = read_text_arg(args.text)
+    actions.send(ctx.tmux, ctx.config, args.slug, text)
+    return 0
+
+
+def cmd_interrupt(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import actions
+
+    actions.interrupt(ctx.tmux, ctx.config, args.slug)
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import sessions
+
+    session = sessions.find(ctx.tmux, ctx.config, args.slug)
+    ctx.tmux.kill(session.pane)
+    print(f"killed {session.slug}; its log stays at {ctx.config.log_path(session.slug)}")
+    return 0
+
+
+def cmd_attach(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import sessions
+
+    session = sessions.find(ctx.tmux, ctx.config, args.slug)
+    if ctx.tmux.inside():
+        ctx.tmux.switch_client(session.pane)
+        return 0
+    if not sys.stdin.isatty():
+        raise CbosError("attach needs a terminal; run it from an interactive shell")
+    argv = ctx.tmux.attach_argv(session.pane)
+    env = {k: v for k, v in os.environ.items() if k != "TMUX"}
+    os.execvpe(argv[0], argv, env)
+
+
+def cmd_buffer(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import sessions
+
+    session = sessions.find(ctx.tmux, ctx.config, args.slug)
+    if args.raw:
+        sys.stdout.buffer.write(tail_bytes(ctx.config.log_path(session.slug), args.lines))
+        sys.stdout.flush()
+        return 0
+    colours = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    print(ctx.tmux.capture(session.pane.pane_id, colours=colours, lines=args.lines))
+    return 0
+
+
+def tail_bytes(path: Path, lines: int | None, max_bytes: int = 1 << 20) -> bytes:
+    """The last ``lines`` lines (or last ``max_bytes``) of a log, read from its end."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except FileNotFoundError:
+        raise CbosError(f"no log at {path}; the session has printed nothing yet") from None
+    if lines is not None:
+        data = b"".join(data.splitlines(keepends=True)[-lines:])
+    return data
+
+
+def cmd_projects(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import projects
+
+    roots = [Path(r) for r in args.roots] or [Path.home()]
+    for root in roots:
+        if not root.is_dir():
+            raise UsageError(f"{str(root)!r} is not a directory; give directories to search")
+    found = projects.find(roots, max_depth=args.depth)
+    if args.json:
+        print(json.dumps([{"slug": p.slug, "path": str(p.path)} for p in found], indent=2))
+        return 0
+    for project in found:
+        print(f"{project.slug}\t{project.path}")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------
+
+
+def _depth(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 20:
+        raise argparse.ArgumentTypeError("depth must be from 0 to 20")
+    return value
+
+
+def _lines(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("lines must be greater than 0")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one `cbos: ...` line with exit status 2."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="cbos", description="A tmux-native control room for many "
+                    "interactive Claude Code sessions. With no command, opens the TUI.")
+    parser.add_argument("--version", action="version", version=f"cbos {__version__}")
+    parser.add_argument("-L", "--socket-name", metavar="NAME",
+                        help="tmux server socket name, as `tmux -L` (env CBOS_TMUX_SOCKET)")
+    parser.set_defaults(handler=None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    p = sub.add_parser("new", help="start claude in a new tmux session")
+    p.add_argument("path", nargs="?", help="project directory (default: the current one)")
+    p.add_argument("--slug", help="session name (default: git origin's repo name, upper-cased,"
+                   " else the directory name)")
+    p.add_argument("claude_args", nargs=argparse.REMAINDER, metavar="-- CLAUDE_ARGS",
+                   help="extra arguments for claude, after --")
+    p.set_defaults(handler=cmd_new)
+
+    p = sub.add_parser("ls", help="list sessions with state, reason and age")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_ls)
+
+    p = sub.add_parser("send", help="type text into a session, then Enter")
+    p.add_argument("slug", help="session slug")
+    p.add_argument("text", nargs="+", metavar="TEXT", help="text to send, or - for stdin")
+    p.set_defaults(handler=cmd_send)
+
+    p = sub.add_parser("interrupt", help="press Ctrl+C in a session")
+    p.add_argument("slug", help="session slug")
+    p.set_defaults(handler=cmd_interrupt)
+
+    p = sub.add_parser("kill", help="end a session (its log stays)")
+    p.add_argument("slug", help="session slug")
+    p.set_defaults(handler=cmd_kill)
+
+    p = sub.add_parser("attach", help="switch to (inside tmux) or attach a session")
+    p.add_argument("slug", help="session slug")
+    p.set_defaults(handler=cmd_attach)
+
+    p = sub.add_parser("buffer", help="a session's screen, or its raw log")
+    p.add_argument("slug", help="session slug")
+    p.add_argument("--raw", action="store_true", help="the raw bytes from the log")
+    p.add_argument("--lines", type=_lines, metavar="N", help="only the last N lines")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="keep the screen's colours (default: when stdout is a terminal)")
+    p.set_defaults(handler=cmd_buffer)
+
+    p = sub.add_parser("projects", help="directories holding a CLAUDE.md")
+    p.add_argument("roots", nargs="*", metavar="ROOT", help="where to look (default: home)")
+    p.add_argument("--depth", type=_depth, default=4, help="how deep to look (default 4)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_projects)
+
+    return parser
+
+
+def setup_logging(config: config_mod.Config) -> None:
+    """cbos's own log file (0600); nothing goes to the terminal but the one-line errors."""
+    try:
+        config_mod.ensure_dirs(config)
+        config_mod.touch_private(config.own_log)
+        handler: logging.Handler = logging.FileHandler(config.own_log, encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("cbos")
+    root.handlers[:] = [handler]
+    root.setLevel(config.log_level)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(args_list)
+        config = config_mod.load()
+        if args.socket_name:
+            config = config.replace(tmux_socket=args.socket_name)
+        setup_logging(config)
+        handler: Handler | None = args.handler
+        if handler is None:
+            from cbos import app
+
+            return app.run(args, config)
+        if getattr(args, "claude_args", None) and args.claude_args[:1] == ["--"]:
+            args.claude_args = args.claude_args[1:]
+        return handler(args, Context(config))
+    except CbosError as exc:
+        print(f"cbos: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `cbos ls | head`: the reader left; that is not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: log, one line, exit 1
+        log.exception("unexpected error running %s", args_list)
+        print(f"cbos: internal error: {exc!r}; details are in cbos's log "
+              f"({_own_log_hint()})", file=sys.stderr)
+        return 1
+
+
+def _own_log_hint() -> str:
+    try:
+        return str(config_mod.load().own_log)
+    except CbosError:
+        return "~/.local/state/cbos/cbos.log"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

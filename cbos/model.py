@@ -1,0 +1,193 @@
+"""The board: every session's fused state, kept by one thread, published as snapshots.
+
+The board owns no I/O. Its owner (the TUI loop, `cbos serve`, or a one-shot CLI command)
+feeds it hook events, output times, and refreshes (one tmux listing plus one process
+snapshot); it answers with immutable :class:`Snapshot` objects that other threads may read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cbos import state as st
+from cbos.dialog import Dialog
+from cbos.hooks import HookEvent
+from cbos.procs import ProcTable
+from cbos.sessions import Session
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """One session as shown: the protocol's SESSION object plus what the TUI needs."""
+
+    slug: str
+    path: str
+    state: st.State
+    reason: str
+    since: float
+    pid: int | None
+    claude_session_id: str | None
+    tmux: str  # "session:window.pane", for people
+    pane_id: str  # "%7", for tmux
+    adopted: bool
+    dialog: Dialog | None = None
+    usage: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def icon(self) -> str:
+        return st.ICONS[self.state]
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "slug": self.slug, "path": self.path, "state": self.state.value,
+            "reason": self.reason, "since": round(self.since, 3), "pid": self.pid,
+            "claude_session_id": self.claude_session_id, "tmux": self.tmux,
+            "pane_id": self.pane_id, "adopted": self.adopted, "dialog": None,
+        }
+        if self.dialog is not None:
+            data["dialog"] = {
+                "kind": self.dialog.kind, "question": self.dialog.question,
+                "options": [{"number": o.number, "label": o.label}
+                            for o in self.dialog.options],
+            }
+        if self.usage:
+            data["usage"] = dict(self.usage)
+        return data
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The whole board at one instant; safe to share between threads."""
+
+    version: int
+    taken: float
+    sessions: tuple[SessionView, ...]
+    tmux_up: bool = True
+
+    def get(self, slug: str) -> SessionView | None:
+        return next((s for s in self.sessions if s.slug == slug), None)
+
+    def counts(self) -> dict[st.State, int]:
+        counts = dict.fromkeys(st.State, 0)
+        for view in self.sessions:
+            counts[view.state] += 1
+        return counts
+
+
+@dataclass
+class Board:
+    """Mutable state of the loop thread; everything else sees :meth:`snapshot`."""
+
+    stall_seconds: float = 600.0
+    tracks: dict[str, st.Track] = field(default_factory=dict)  # by tmux pane id
+    last_output: dict[str, float] = field(default_factory=dict)  # by slug
+    sessions: dict[str, Session] = field(default_factory=dict)  # by slug
+    status_files: dict[int, st.StatusFile] = field(default_factory=dict)  # by claude pid
+    dialogs: dict[str, Dialog | None] = field(default_factory=dict)  # by slug
+    procs: ProcTable | None = None
+    tmux_up: bool = True
+    _version: int = 0
+    _views: dict[str, SessionView] = field(default_factory=dict)
+
+    def apply_events(self, events: Iterable[HookEvent]) -> None:
+        for event in events:
+            key = event.pane or f"slug:{event.slug}"
+            self.tracks[key] = st.fold(self.tracks.get(key), event)
+
+    def note_output(self, slug: str, ts: float) -> None:
+        self.last_output[slug] = ts
+
+    def set_sessions(self, sessions: Sequence[Session], procs: ProcTable,
+                     status_files: Mapping[int, st.StatusFile]) -> None:
+        self.sessions = {s.slug: s for s in sessions}
+        self.procs = procs
+        self.status_files = dict(status_files)
+        live_panes = {s.pane.pane_id for s in sessions}
+        for key in [k for k in self.tracks if k.startswith("%") and k not in live_panes]:
+            del self.tracks[key]
+
+    def set_dialog(self, slug: str, dialog: Dialog | None) -> None:
+        self.dialogs[slug] = dialog
+
+    def track_for(self, session: Session) -> st.Track | None:
+        return self.tracks.get(session.pane.pane_id) or self.tracks.get(f"slug:{session.slug}")
+
+    def view(self, session: Session, now: float) -> SessionView:
+        claude = session.claude
+        status = self.status_files.get(claude.pid) if claude else None
+        if status is not None and claude is not None and not st.status_consistent(status, claude):
+            status = None
+        tools = self.procs.tools_of(claude) if (claude and self.procs) else []
+        track = self.track_for(session)
+        signals = st.Signals(
+            now=now, track=track, status=status,
+            claude_pid=claude.pid if claude else None,
+            tools=tuple(st.ToolProc(p.pid, p.command) for p in tools),
+            pane_dead=session.pane.dead, dead_status=session.pane.dead_status,
+            last_output=self.last_output.get(session.slug),
+            dialog=self.dialogs.get(session.slug), stall_seconds=self.stall_seconds,
+        )
+        verdict = st.infer(signals)
+        session_id = (track.session_id if track and track.session_id else None) or (
+            status.session_id if status else None)
+        return SessionView(
+            slug=session.slug, path=session.path, state=verdict.state, reason=verdict.reason,
+            since=verdict.since, pid=claude.pid if claude else None,
+            claude_session_id=session_id or None, tmux=session.pane.target,
+            pane_id=session.pane.pane_id, adopted=session.adopted,
+            dialog=self.dialogs.get(session.slug) if verdict.state == st.State.PERMISSION
+            else None,
+        )
+
+    def snapshot(self, now: float | None = None) -> Snapshot:
+        """Views of every session; the version moves only when something shown changed."""
+        now = time.time() if now is None else now
+        views = {slug: self.view(s, now) for slug, s in self.sessions.items()}
+        if views != self._views:
+            self._version += 1
+            self._views = views
+        ordered = tuple(views[slug] for slug in sorted(views))
+        return Snapshot(self._version, now, ordered, self.tmux_up)
+
+
+def read_status_files(directory: Path, pids: Iterable[int]) -> dict[int, st.StatusFile]:
+    """Claude's own status files for the given claude pids (missing ones skipped)."""
+    found: dict[int, st.StatusFile] = {}
+    for pid in pids:
+        status = st.read_status_file(directory / f"{pid}.json")
+        if status is not None:
+            found[pid] = status
+    return found
+
+
+def age(seconds: float) -> str:
+    """Compact age for tables: 12s, 3m, 2h, 4d."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def attention_key(view: SessionView) -> tuple[int, float, str]:
+    """Sort key: what needs the person first; among the waiting, the oldest first."""
+    return (st.ATTENTION_ORDER.index(view.state), view.since, view.slug)
+
+
+def format_table(views: Sequence[SessionView], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    rows = [("", "SLUG", "STATE", "AGE", "REASON", "PATH")]
+    for v in sorted(views, key=attention_key):
+        rows.append((v.icon, v.slug, v.state.value, age(now - v.since), v.reason, v.path))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) if i < 5 else cell for i, cell in enumerate(row))
+        .rstrip() for row in rows)
+
+
+def with_usage(view: SessionView, usage: Mapping[str, Any]) -> SessionView:
+    return replace(view, usage=usage)
