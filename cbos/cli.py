@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: log, one line, exit 1
+    except Exception as exc:  # the last line of defence: log, one line, exit 1
         log.exception("unexpected error running %s", args_list)
         print(f"cbos: internal error: {exc!r}; details are in cbos's log "
               f"({_own_log_hint()})", file=sys.stderr)

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import libtmux
-
 from cbos.errors import RefusedError, TmuxError
 
 MIN_VERSION = (3, 2)
@@ -88,6 +86,23 @@ def _parse_pane(line: str) -> Pane | None:
     )
 
 
+PANE_FORMAT = SEP.join(f"#{{{name}}}" for name in _PANE_FORMAT)
+
+
+def parse_panes(lines: Iterable[str]) -> list[Pane]:
+    return [pane for pane in map(_parse_pane, lines) if pane is not None]
+
+
+def quick_list_panes(socket_name: str | None) -> list[Pane]:
+    """The pane listing without libtmux, for the status line's start-up budget."""
+    args = [tmux_binary(), *([f"-L{socket_name}"] if socket_name else []),
+            "list-panes", "-a", "-F", PANE_FORMAT]
+    proc = subprocess.run(args, capture_output=True, check=False)
+    if proc.returncode != 0:
+        return []
+    return parse_panes(proc.stdout.decode("utf-8", "replace").splitlines())
+
+
 def format_escape(text: str) -> str:
     """Make ``text`` literal where tmux expands formats (``#`` starts a format)."""
     return text.replace("#", "##")
@@ -117,6 +132,11 @@ class Tmux:
     """A tmux server, by socket name (``tmux -L``); ``None`` is the user's default server."""
 
     def __init__(self, socket_name: str | None = None) -> None:
+        # Imported here, not at module level: libtmux costs ~60 ms to import, and the
+        # status-line path (`cbos status`, run by tmux every interval) lists panes with
+        # one plain tmux call instead (see `quick_list_panes`).
+        import libtmux
+
         self.socket_name = socket_name
         self.server = libtmux.Server(socket_name=socket_name, tmux_bin=tmux_binary())
 
@@ -158,14 +178,13 @@ class Tmux:
 
     def list_panes(self) -> list[Pane]:
         """Every pane of every session in one query; no server means an empty list."""
-        fmt = SEP.join(f"#{{{name}}}" for name in _PANE_FORMAT)
         try:
-            lines = self.cmd("list-panes", "-a", "-F", fmt)
+            lines = self.cmd("list-panes", "-a", "-F", PANE_FORMAT)
         except TmuxError as exc:
             if "no tmux server is running" in str(exc):
                 return []
             raise
-        return [pane for pane in map(_parse_pane, lines) if pane is not None]
+        return parse_panes(lines)
 
     def pane(self, pane_id: str) -> Pane | None:
         return next((p for p in self.list_panes() if p.pane_id == pane_id), None)

@@ -23,7 +23,7 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: floa
             value = condition()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - retried, reported on timeout
+        except Exception as exc:  # retried, reported on timeout
             last_error = exc
         if time.monotonic() > deadline:
             detail = f" (last error: {last_error!r})" if last_error else ""
