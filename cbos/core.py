@@ -1,0 +1,133 @@
+"""The core every front end shares: refresh the board from tmux, processes and files, and
+carry out actions safely. The CLI uses it one-shot; the TUI and `cbos serve` keep one.
+
+Only the thread that owns a Core calls it; other threads get its snapshots.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from cbos import hooks, sessions
+from cbos import state as st
+from cbos.config import Config
+from cbos.dialog import Dialog, answer_keys, parse_dialog
+from cbos.errors import RefusedError, TmuxError
+from cbos.model import Board, SessionView, Snapshot, read_status_files
+from cbos.procs import ProcTable
+from cbos.sessions import Session
+from cbos.tmux import Tmux
+
+BACKLOG_BYTES = 8 << 20  # enough events to rebuild every pane's turn on start-up
+DIALOG_GRACE = 1.0  # Claude's dialogs ignore keys for about a second after they open
+
+
+class Core:
+    def __init__(self, config: Config, tmux: Tmux | None = None) -> None:
+        self.config = config
+        self.tmux = tmux if tmux is not None else Tmux(config.tmux_socket)
+        self.board = Board(stall_seconds=config.stall_seconds)
+        self.status_dir = st.status_dir(os.environ)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def load(self) -> Core:
+        """Apply the events written while no cbos ran, then look at tmux once."""
+        self.board.apply_events(hooks.read_recent(self.config, BACKLOG_BYTES))
+        self.refresh()
+        return self
+
+    def refresh(self) -> None:
+        """One tmux listing, one process snapshot, the status files, and open dialogs."""
+        procs = ProcTable.snapshot()
+        try:
+            found = sessions.discover(self.tmux, self.config, procs)
+            self.board.tmux_up = True
+        except TmuxError:
+            found = []
+            self.board.tmux_up = False
+        pids = [s.claude.pid for s in found if s.claude is not None]
+        self.board.set_sessions(found, procs, read_status_files(self.status_dir, pids))
+        self.read_dialogs()
+
+    def read_dialogs(self, only: Sequence[str] | None = None) -> None:
+        """Read the dialog off the screen of sessions that (may) show one.
+
+        Only sessions the other signals put in ``permission`` are captured: one capture
+        each, never one per session per refresh.
+        """
+        snapshot = self.board.snapshot()
+        for view in snapshot.sessions:
+            if only is not None and view.slug not in only:
+                continue
+            if view.state is st.State.PERMISSION:
+                self.board.set_dialog(view.slug, self._dialog_on_screen(view.pane_id))
+            else:
+                self.board.set_dialog(view.slug, None)
+
+    def _dialog_on_screen(self, pane_id: str) -> Dialog | None:
+        try:
+            return parse_dialog(self.tmux.capture(pane_id, colours=False))
+        except TmuxError:
+            return None
+
+    def snapshot(self) -> Snapshot:
+        return self.board.snapshot()
+
+    def session(self, slug: str) -> Session:
+        return sessions.resolve(list(self.board.sessions.values()), slug)
+
+    def view(self, slug: str) -> SessionView:
+        self.session(slug)  # raises the clear "no session named" error
+        view = self.board.snapshot().get(slug)
+        assert view is not None
+        return view
+
+    # -- acting -------------------------------------------------------------------------
+
+    def send(self, slug: str, text: str) -> None:
+        """Type a prompt, unless a dialog is open: its Enter would answer the dialog."""
+        session = self.session(slug)
+        view = self.view(slug)
+        dialog = self._dialog_on_screen(session.pane.pane_id)
+        if view.state is st.State.PERMISSION or dialog is not None:
+            what = f" ({view.reason})" if view.state is st.State.PERMISSION else ""
+            raise RefusedError(
+                f"{slug} is showing a dialog{what}; typing would answer it. Answer with "
+                f"`cbos answer {slug} CHOICE` (a number, yes, no or esc) first")
+        self.tmux.send_text(session.pane.pane_id, text, slug)
+
+    def interrupt(self, slug: str) -> None:
+        self.tmux.interrupt(self.session(slug).pane.pane_id, slug)
+
+    def answer(self, slug: str, choice: str, wait: bool = True) -> Dialog:
+        """Pick an option of the dialog on screen; returns the dialog that was answered."""
+        session = self.session(slug)
+        dialog = self._dialog_on_screen(session.pane.pane_id)
+        if dialog is None:
+            raise RefusedError(f"{slug} shows no dialog to answer; see `cbos buffer {slug}`")
+        keys = answer_keys(dialog, choice)
+        view = self.view(slug)
+        if wait and view.state is st.State.PERMISSION:
+            # Keys pressed in the dialog's first second are dropped by Claude.
+            delay = view.since + DIALOG_GRACE - time.time()
+            if 0 < delay <= DIALOG_GRACE:
+                time.sleep(delay)
+        self.tmux.send_keys(session.pane.pane_id, keys, slug)
+        return dialog
+
+    def kill(self, slug: str) -> Session:
+        session = self.session(slug)
+        self.tmux.kill(session.pane)
+        return session
+
+    def create(self, path: Path, slug: str | None = None,
+               extra_args: Sequence[str] = ()) -> Session:
+        """Start a session; it gets cbos's hooks through --settings unless they are global."""
+        args = list(extra_args)
+        if not hooks.installed_globally(self.config):
+            args = ["--settings", str(hooks.settings_for_session(self.config)), *args]
+        return sessions.create(self.tmux, self.config, path, slug=slug, extra_args=args)
