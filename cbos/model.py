@@ -121,12 +121,12 @@ class Board:
         status = self.status_files.get(claude.pid) if claude else None
         if status is not None and claude is not None and not st.status_consistent(status, claude):
             status = None
-        tools = self.procs.tools_of(claude) if (claude and self.procs) else []
+        tools = st.tool_procs(self.procs, claude) if (claude and self.procs) else ()
         track = self.track_for(session)
         signals = st.Signals(
             now=now, track=track, status=status,
             claude_pid=claude.pid if claude else None,
-            tools=tuple(st.ToolProc(p.pid, p.command) for p in tools),
+            claude_started=claude.create_time if claude else None, tools=tools,
             pane_dead=session.pane.dead, dead_status=session.pane.dead_status,
             last_output=self.last_output.get(session.slug),
             dialog=self.dialogs.get(session.slug), stall_seconds=self.stall_seconds,

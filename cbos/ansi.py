@@ -1,0 +1,141 @@
+"""Terminal text with SGR colour escapes (what ``capture-pane -e`` prints) as urwid markup.
+
+tmux has already done the hard part (cursor movement, redraws, wrapping); what is left
+is colour and emphasis, which map onto urwid ``AttrSpec`` objects. Specs are cached per
+distinct style, since a screen repeats the same few styles thousands of times.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import urwid
+
+_CSI = re.compile(r"\x1b\[([0-9;:]*)([A-Za-z])|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
+_BASIC = ("black", "dark red", "dark green", "brown", "dark blue", "dark magenta",
+          "dark cyan", "light gray", "dark gray", "light red", "light green", "yellow",
+          "light blue", "light magenta", "light cyan", "white")
+Markup = list[tuple[urwid.AttrSpec | None, str]]
+
+
+@dataclass(frozen=True)
+class Style:
+    fg: str = "default"
+    bg: str = "default"
+    bold: bool = False
+    italics: bool = False
+    underline: bool = False
+    reverse: bool = False
+    strike: bool = False
+
+
+PLAIN = Style()
+
+
+def _cube(r: int, g: int, b: int) -> str:
+    """24-bit colour to the nearest of xterm's 256 (urwid's 256-colour mode takes 'hN')."""
+    if r == g == b:
+        if r < 8:
+            return "h16"
+        if r > 238:
+            return "h231"
+        return f"h{232 + round((r - 8) / 247 * 24)}"
+
+    def level(v: int) -> int:
+        return 0 if v < 48 else 1 if v < 115 else (v - 35) // 40
+
+    return f"h{16 + 36 * level(r) + 6 * level(g) + level(b)}"
+
+
+def _extended(params: list[int], i: int) -> tuple[str | None, int]:
+    """Parse ``5;N`` or ``2;R;G;B`` after a 38/48; return (colour, next index)."""
+    if i < len(params) and params[i] == 5 and i + 1 < len(params):
+        return f"h{params[i + 1] & 255}", i + 2
+    if i < len(params) and params[i] == 2 and i + 3 < len(params):
+        r, g, b = (min(max(v, 0), 255) for v in params[i + 1:i + 4])
+        return _cube(r, g, b), i + 4
+    return None, len(params)
+
+
+def apply_sgr(style: Style, text: str) -> Style:
+    """The style after one SGR parameter string (``"1;38;5;174"``)."""
+    params = [int(p) if p.isdigit() else 0 for p in re.split("[;:]", text)] if text else [0]
+    i = 0
+    while i < len(params):
+        code = params[i]
+        i += 1
+        if code == 0:
+            style = PLAIN
+        elif code == 1:
+            style = replace(style, bold=True)
+        elif code == 3:
+            style = replace(style, italics=True)
+        elif code == 4:
+            style = replace(style, underline=True)
+        elif code == 7:
+            style = replace(style, reverse=True)
+        elif code == 9:
+            style = replace(style, strike=True)
+        elif code in (21, 22):
+            style = replace(style, bold=False)
+        elif code == 23:
+            style = replace(style, italics=False)
+        elif code == 24:
+            style = replace(style, underline=False)
+        elif code == 27:
+            style = replace(style, reverse=False)
+        elif code == 29:
+            style = replace(style, strike=False)
+        elif 30 <= code <= 37:
+            style = replace(style, fg=_BASIC[code - 30])
+        elif 90 <= code <= 97:
+            style = replace(style, fg=_BASIC[code - 90 + 8])
+        elif 40 <= code <= 47:
+            style = replace(style, bg=_BASIC[code - 40])
+        elif 100 <= code <= 107:
+            style = replace(style, bg=_BASIC[code - 100 + 8])
+        elif code == 39:
+            style = replace(style, fg="default")
+        elif code == 49:
+            style = replace(style, bg="default")
+        elif code in (38, 48):
+            colour, i = _extended(params, i)
+            if colour is not None:
+                style = replace(style, fg=colour) if code == 38 else replace(style, bg=colour)
+    return style
+
+
+@lru_cache(maxsize=512)
+def attr_spec(style: Style) -> urwid.AttrSpec | None:
+    if style == PLAIN:
+        return None
+    fg, bg = style.fg, style.bg
+    if style.reverse:
+        fg, bg = (bg if bg != "default" else "black"), (fg if fg != "default" else "light gray")
+    flags = [name for name, on in (("bold", style.bold), ("italics", style.italics),
+                                   ("underline", style.underline),
+                                   ("strikethrough", style.strike)) if on]
+    return urwid.AttrSpec(",".join([fg, *flags]), bg, colors=256)
+
+
+def to_markup(text: str) -> Markup:
+    """urwid markup for terminal text; non-SGR escapes are dropped, style carries on."""
+    markup: Markup = []
+    style = PLAIN
+    pos = 0
+    for match in _CSI.finditer(text):
+        if match.start() > pos:
+            markup.append((attr_spec(style), text[pos:match.start()]))
+        if match.group(2) == "m":
+            style = apply_sgr(style, match.group(1))
+        pos = match.end()
+    if pos < len(text):
+        markup.append((attr_spec(style), text[pos:]))
+    return markup or [(None, "")]
+
+
+def strip(text: str) -> str:
+    """The text without any escape sequence."""
+    return _CSI.sub("", text)

@@ -1,0 +1,195 @@
+"""Reading dialogs off recorded Claude Code 2.1.328 screens, and the keys that answer them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from cbos.dialog import CURSOR, Dialog, Option, answer_keys, parse_dialog
+from cbos.errors import UsageError
+
+SCREENS = Path(__file__).parent / "fixtures" / "claude-code-2.1.328" / "screens"
+
+
+def screen(name: str) -> str:
+    return (SCREENS / f"{name}.txt").read_text(encoding="utf-8")
+
+
+WRITE_OPTION_2 = ("Yes, and switch to accept edits (auto-approve file edits and common file "
+                  "commands) for this session; Yes, and always allow access to /tmp for this "
+                  "session (shift+tab)")  # wrapped over two screen lines
+WRITE = Dialog("permission", "Do you want to create x.txt?",
+               (Option(1, "Yes"), Option(2, WRITE_OPTION_2), Option(3, "No")), 1,
+               title="Create file")
+ASK = Dialog("question", "Pick one?",
+             (Option(1, "Alpha", "first option"), Option(2, "Beta", "second option"),
+              Option(3, "Type something."), Option(4, "Chat about this")), 1, title="Choice")
+TRUST = Dialog("dialog", "This session hasn't worked here before. Is this a directory you "
+               "created or one you trust?",
+               (Option(1, "No, leave it out"), Option(2, "Yes, add it")), 1,
+               title="Adding a new directory: /home/dev/rec/extra", numbered=False)
+
+
+class Seen(NamedTuple):
+    screen: str
+    dialog: Dialog | None
+
+
+SEEN = [
+    Seen("01_idle_startup", None),
+    Seen("02_after_say_done", None),
+    Seen("03_idle_after_idle_notification", None),
+    Seen("04_after_run_echo", None),
+    Seen("05_tool_running", None),
+    Seen("06_streaming", None),
+    Seen("07_waiting_for_first_token", None),
+    Seen("08_thinking_block_streaming", None),
+    Seen("08b_after_thinking", None),
+    Seen("09_permission_prompt", WRITE),
+    Seen("10_permission_prompt_after_notification", WRITE),
+    Seen("11_after_permission_granted", None),
+    Seen("12_after_permission_denied", None),  # "1 written by model backend" in the diff
+    Seen("13_ask_user_question", ASK),
+    Seen("14_after_esc_interrupt_stream", None),
+    Seen("15_after_esc_interrupt_tool", None),
+    Seen("16_after_agent", None),
+    Seen("17_after_api_error", None),
+    Seen("18_after_compact", None),
+    Seen("19_add_dir_trust_dialog", TRUST),
+    Seen("20_after_exit", None),
+    Seen("21_after_one_ctrlc", None),
+    Seen("21_after_one_ctrld", None),
+]
+
+
+def test_every_recorded_screen_is_in_the_table() -> None:
+    assert {p.stem for p in SCREENS.glob("*.txt")} == {s.screen for s in SEEN}
+
+
+@pytest.mark.parametrize("row", SEEN, ids=[s.screen for s in SEEN])
+def test_dialog_on_each_recorded_screen(row: Seen) -> None:
+    assert parse_dialog(screen(row.screen)) == row.dialog
+
+
+def with_lines_replaced(text: str, old: str, new: str) -> str:
+    assert old in text
+    return text.replace(old, new)
+
+
+# Built from screens/09 (same layout): the Bash form of the prompt asks "proceed?".
+BASH_PROMPT = with_lines_replaced(
+    screen("09_permission_prompt"), " Do you want to create x.txt?", " Do you want to proceed?")
+
+
+class Made(NamedTuple):
+    name: str
+    text: str
+    kind: str | None  # None: no dialog
+
+
+MADE = [
+    Made("bash proceed", BASH_PROMPT, "permission"),
+    # ANSI colour left in (capture-pane -e) is ignored.
+    Made("colour escapes", screen("09_permission_prompt").replace(
+        f"{CURSOR} 1. Yes", f"\x1b[38;5;153m{CURSOR} 1. Yes\x1b[39m"), "permission"),
+    # The transcript mentions "1." lines; the bottom is the normal composer: no dialog.
+    Made("numbered list in transcript", with_lines_replaced(
+        screen("04_after_run_echo"), "● done", "● Steps:\n  1. Yes\n  2. No\n  3. Maybe"),
+        None),
+    # A dialog quoted in the transcript, with the composer below it: not open.
+    Made("dialog text above the composer", screen("09_permission_prompt") + "\n"
+         + "\n".join(screen("12_after_permission_denied").splitlines()[-4:]), None),
+    Made("footer without options", "Some text\n\n Esc to cancel · Tab to amend\n", None),
+    # The options alone, without the key-hint footer under them, are not an open dialog.
+    Made("no footer", screen("09_permission_prompt").replace(
+        " Esc to cancel · Tab to amend", ""), None),
+    # A prompt echo and its output above a footer: lines not aligned as one option list.
+    Made("unaligned lines above a footer", with_lines_replaced(
+        screen("19_add_dir_trust_dialog"), "     Yes, add it", "  ⎿  Yes, add it"), None),
+    Made("options out of order", with_lines_replaced(
+        screen("09_permission_prompt"), "   3. No", "   5. No"), None),
+    Made("footer words inside prose", with_lines_replaced(
+        screen("02_after_say_done"), "● hello", "● Press Esc to cancel · 1. Yes"), None),
+    Made("empty screen", "", None),
+]
+
+
+@pytest.mark.parametrize("row", MADE, ids=[m.name for m in MADE])
+def test_dialog_on_edited_screens(row: Made) -> None:
+    dialog = parse_dialog(row.text)
+    assert (dialog.kind if dialog else None) == row.kind
+    if dialog is not None:
+        assert [o.label for o in dialog.options][::2] == ["Yes", "No"]
+
+
+def test_bash_prompt_question() -> None:
+    dialog = parse_dialog(BASH_PROMPT)
+    assert dialog is not None and dialog.question == "Do you want to proceed?"
+
+
+def test_cursor_moved_to_another_option() -> None:
+    moved = screen("13_ask_user_question").replace(f"{CURSOR} 1. Alpha", "  1. Alpha").replace(
+        "  2. Beta", f"{CURSOR} 2. Beta")
+    dialog = parse_dialog(moved)
+    assert dialog is not None and dialog.selected == 2
+
+
+class Answer(NamedTuple):
+    dialog: Dialog
+    choice: str
+    keys: list[str] | None  # None: refused
+    error: str = ""  # must appear in the refusal
+
+
+ANSWERS = [
+    Answer(WRITE, "1", ["1"]),
+    Answer(WRITE, "3", ["3"]),
+    Answer(WRITE, "yes", ["1"]),
+    Answer(WRITE, " Y ", ["1"]),
+    Answer(WRITE, "no", ["3"]),
+    Answer(WRITE, "n", ["3"]),
+    Answer(WRITE, "esc", ["Escape"]),
+    Answer(WRITE, "cancel", ["Escape"]),
+    Answer(WRITE, "4", None, "choose one of 1, 2, 3"),
+    Answer(WRITE, "0", None, "no option 0"),
+    Answer(WRITE, "maybe", None, "cannot answer 'maybe'"),
+    Answer(WRITE, "", None, "option number (1, 2, 3)"),
+    Answer(ASK, "2", ["2"]),
+    Answer(ASK, "yes", ["1"]),
+    Answer(ASK, "no", None, "is a question"),
+    Answer(ASK, "5", None, "1, 2, 3, 4"),
+    Answer(ASK, "Escape", ["Escape"]),
+    # Unnumbered (screens/19): walk from the cursor, then Enter. "yes" is the Yes option.
+    Answer(TRUST, "yes", ["Down", "Enter"]),
+    Answer(TRUST, "no", ["Enter"]),
+    Answer(TRUST, "2", ["Down", "Enter"]),
+    Answer(TRUST, "1", ["Enter"]),
+    Answer(TRUST, "3", None, "1, 2"),
+    Answer(Dialog("dialog", "Go?", (Option(1, "Later"), Option(2, "Now"), Option(3, "Never")),
+                  3, numbered=False), "1", ["Up", "Up", "Enter"]),
+    # No option labelled "No…": the last option.
+    Answer(Dialog("permission", "Go?", (Option(1, "Yes"), Option(2, "Stop")), 1), "no", ["2"]),
+    # "Not now" is not "No".
+    Answer(Dialog("permission", "Go?", (Option(1, "Not now"), Option(2, "Nope"),
+                                        Option(3, "No, thanks")), 1), "no", ["3"]),
+]
+
+
+@pytest.mark.parametrize("row", ANSWERS, ids=[f"{a.dialog.kind}-{a.choice!r}" for a in ANSWERS])
+def test_answer_keys(row: Answer) -> None:
+    if row.keys is None:
+        with pytest.raises(UsageError, match=re.escape(row.error)):
+            answer_keys(row.dialog, row.choice)
+    else:
+        assert answer_keys(row.dialog, row.choice) == row.keys
+
+
+def test_recorded_dialogs_answer_as_the_recording_did() -> None:
+    # write_allow answered with the key "1"; ask_user with Enter on the preselected option.
+    write, ask = parse_dialog(screen("09_permission_prompt")), parse_dialog(
+        screen("13_ask_user_question"))
+    assert write is not None and answer_keys(write, "yes") == ["1"]
+    assert ask is not None and ask.selected == 1 and answer_keys(ask, "1") == ["1"]
