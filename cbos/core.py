@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cbos import hooks, sessions
@@ -23,6 +24,16 @@ from cbos.tmux import Tmux
 
 BACKLOG_BYTES = 8 << 20  # enough events to rebuild every pane's turn on start-up
 DIALOG_GRACE = 1.0  # Claude's dialogs ignore keys for about a second after they open
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """What one refresh read from tmux, the process table and Claude's status files."""
+
+    sessions: list[Session]
+    procs: ProcTable
+    status_files: dict[int, st.StatusFile]
+    tmux_up: bool
 
 
 class Core:
@@ -42,16 +53,27 @@ class Core:
 
     def refresh(self) -> None:
         """One tmux listing, one process snapshot, the status files, and open dialogs."""
+        self.apply(self.gather())
+        self.read_dialogs()
+
+    def gather(self) -> Gathered:
+        """The I/O half of a refresh; safe in a worker thread (touches no board state).
+
+        Adoption (a slug option and a pipe for hand-started claude) happens here too.
+        """
         procs = ProcTable.snapshot()
         try:
             found = sessions.discover(self.tmux, self.config, procs)
-            self.board.tmux_up = True
+            up = True
         except TmuxError:
-            found = []
-            self.board.tmux_up = False
+            found, up = [], False
         pids = [s.claude.pid for s in found if s.claude is not None]
-        self.board.set_sessions(found, procs, read_status_files(self.status_dir, pids))
-        self.read_dialogs()
+        return Gathered(found, procs, read_status_files(self.status_dir, pids), up)
+
+    def apply(self, gathered: Gathered) -> None:
+        """The board half of a refresh: only the thread that owns the board calls it."""
+        self.board.tmux_up = gathered.tmux_up
+        self.board.set_sessions(gathered.sessions, gathered.procs, gathered.status_files)
 
     def read_dialogs(self, only: Sequence[str] | None = None) -> None:
         """Read the dialog off the screen of sessions that (may) show one.
