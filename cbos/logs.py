@@ -1,0 +1,734 @@
+"""Inotify tails of the pane logs: logical offsets, partial UTF-8, truncation, rotation, caps.
+
+Each session's pane output is appended to ``<dir>/SLUG.log`` by ``tee`` (tmux pipe-pane).
+One inotify instance watches the directory. An event is only a wake-up (events merge, the
+queue overflows, deleting an open file says little): every touched file is re-checked by
+inode and size against the saved offset, as ``tail -F`` does.
+
+Offsets are *logical*: byte ``n`` of a session's stream keeps its number across truncation,
+rotation and re-armed pipes, so a client can resume with ``since=n``. The logical offset of
+byte 0 of the current file (its *base*) lives in ``SLUG.log.base`` so numbers survive a
+restart. Offsets only ever advance by whole UTF-8 characters: a chunk never ends inside one.
+
+Nothing here blocks: the inotify fd is non-blocking, every read is bounded by a byte
+budget, and a caller learns from :attr:`Tail.pending` that it should call again soon.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import shlex
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inotify_simple import INotify
+from inotify_simple import flags as inflags
+
+from cbos.procs import ProcTable
+
+log = logging.getLogger(__name__)
+
+GRACE = 1.0
+"""Seconds a replaced (rotated, deleted) inode is still followed after it last grew, when its
+writer is not seen closing it. Normally the old ``tee`` exits and its close ends it at once."""
+
+_NAME = re.compile(r"^([A-Za-z0-9_-]+)\.log$")
+_DIR_MASK = (inflags.CREATE | inflags.MODIFY | inflags.DELETE | inflags.MOVED_FROM
+             | inflags.MOVED_TO | inflags.ATTRIB)
+_INODE_MASK = inflags.MODIFY | inflags.CLOSE_WRITE
+_DEAD = frozenset({"stopped", "zombie", "dead", "tracing-stop"})
+_SHELLS = frozenset({"sh", "dash", "bash"})
+
+Ident = tuple[int, int]  # (st_dev, st_ino): a file's identity across renames
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """New output of one session, cut on UTF-8 character boundaries."""
+
+    slug: str
+    data: str  # decoded text, valid UTF-8, never half a character
+    raw: bytes  # the bytes this chunk covers
+    offset: int  # logical byte offset in the session's stream AFTER this chunk
+    ts: float  # time.time() when read
+    gap: bool = False  # bytes were lost or skipped before this chunk
+
+
+@dataclass
+class _Reader:
+    """One open inode of a session's log."""
+
+    fd: int
+    ident: Ident
+    pos: int = 0  # bytes of the file consumed so far
+    base: int = 0  # logical offset of the file's byte 0 (set when it becomes the head)
+    wd: int | None = None  # inode watch, once the file has left its path
+    closed: bool = False  # its writer closed it: nothing more will come
+    deadline: float | None = None  # left its path: give up after this if it stays quiet
+    rearmed: bool = False  # the pipe was re-armed away from this inode already
+    rotated: bool = False  # we renamed it to SLUG.log.1 ourselves
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """A stretch of the logical stream held in a file on disk."""
+
+    ident: Ident
+    base: int
+    end: int
+
+
+@dataclass
+class _Log:
+    slug: str
+    path: Path
+    readers: list[_Reader] = field(default_factory=list)  # [0] is read; later ones wait
+    offset: int = 0  # logical offset after the last byte emitted
+    numbered: bool = False  # a file of it was numbered (later files continue from offset)
+    gap: bool = False  # the next chunk follows lost bytes
+    prev: _Segment | None = None  # SLUG.log.1, kept for read_since
+    ring: deque[bytes] = field(default_factory=deque)  # the last output, whole chunks
+    ring_size: int = 0
+    decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+
+    @property
+    def old_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".1")
+
+    @property
+    def base_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".base")
+
+
+def _ident(st: os.stat_result) -> Ident:
+    return (st.st_dev, st.st_ino)
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _incomplete_tail(data: bytes) -> int:
+    """How many trailing bytes of ``data`` start a UTF-8 character not yet complete."""
+    dec = codecs.getincrementaldecoder("utf-8")("replace")
+    dec.decode(data[-3:])
+    return len(dec.getstate()[0])
+
+
+def _skip_continuation(data: bytes) -> int:
+    """Leading UTF-8 continuation bytes (a cut inside a character) to skip, at most 3."""
+    n = 0
+    while n < min(3, len(data)) and 0x80 <= data[n] <= 0xBF:
+        n += 1
+    return n
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(value.get(k), int) for k in ("dev", "ino", "base", "end")
+    ):
+        return None
+    return value
+
+
+def _seg_of(value: Any) -> _Segment | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        return _Segment((int(value["dev"]), int(value["ino"])), int(value["base"]),
+                        int(value["end"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class Tail:
+    """Follows every ``SLUG.log`` in ``log_dir``; plug :meth:`fileno` into a poll loop.
+
+    ``rearm(slug)`` must point the session's pane pipe at a fresh ``SLUG.log`` (e.g.
+    :meth:`cbos.tmux.Tmux.pipe`); without it the tail never rotates and only follows.
+    Call :meth:`read` when the fd is readable and again at once while :attr:`pending`;
+    call :meth:`rescan` on a slow timer (about a second) and after ``r``.
+    Thread-safe: a WebSocket thread may call :meth:`read_since` and :meth:`buffer`.
+    """
+
+    def __init__(self, log_dir: Path, max_buffer: int = 100_000,
+                 max_file_bytes: int = 20 * 1024 * 1024,
+                 rearm: Callable[[str], None] | None = None, read_budget: int = 1 << 20,
+                 *, prefill: bool = True) -> None:
+        self._dir = Path(log_dir)
+        self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._real_dir = os.path.realpath(self._dir)
+        self._max_buffer = max(0, max_buffer)
+        self._max_file = max_file_bytes
+        self._rearm = rearm
+        self._budget = max(1, read_budget)
+        self._lock = threading.RLock()
+        self._logs: dict[str, _Log] = {}
+        self._dirty: dict[str, None] = {}  # an ordered set: unfinished slugs go to the back
+        self._by_wd: dict[int, tuple[str, _Reader]] = {}
+        self._leaving: set[str] = set()  # slugs following a file that left its path
+        self._closed = False
+        self.overflows = 0  # IN_Q_OVERFLOW events seen (each answered by a full rescan)
+        self._inotify = INotify(nonblocking=True)
+        try:
+            self._dir_wd: int = self._inotify.add_watch(self._dir, _DIR_MASK)
+            # A directory fd to flock: two cbos instances must not rotate the same log.
+            self._dirfd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except BaseException:
+            self._inotify.close()
+            raise
+        # Watch first, then list: a file created in between is seen twice, never missed.
+        for slug in self._list_slugs():
+            self._adopt(slug, at_end=True, prefill=prefill)
+
+    # -- public ---------------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        return int(self._inotify.fileno())
+
+    def read(self) -> list[Chunk]:
+        """Drain inotify, re-check the touched files, read up to ``read_budget`` bytes."""
+        with self._lock:
+            if self._closed:
+                return []
+            self._drain_events()
+            now = time.monotonic()
+            for slug in list(self._leaving):
+                readers = self._logs[slug].readers
+                if not any(r.deadline is not None for r in readers):
+                    self._leaving.discard(slug)
+                elif any(r.deadline is not None and now >= r.deadline for r in readers):
+                    self._dirty.setdefault(slug)
+            out: list[Chunk] = []
+            budget = self._budget
+            for slug in list(self._dirty):
+                if budget <= 0:
+                    break
+                del self._dirty[slug]
+                used, done = self._check(slug, budget, out)
+                budget -= used
+                if not done:
+                    self._dirty[slug] = None
+            return _merge(out)
+
+    @property
+    def pending(self) -> bool:
+        """More bytes are waiting beyond the budget: call :meth:`read` again soon."""
+        return bool(self._dirty)
+
+    def rescan(self) -> list[Chunk]:
+        """Re-check every file, known or new (after overflow, on ``r``, on a slow timer)."""
+        with self._lock:
+            if self._closed:
+                return []
+            self._mark_all()
+            return self.read()
+
+    def buffer(self, slug: str) -> bytes:
+        """The last ``max_buffer`` bytes of the session's output."""
+        with self._lock:
+            lg = self._logs.get(slug)
+            if lg is None:
+                return b""
+            data = b"".join(lg.ring)
+            return data[len(data) - self._max_buffer:] if len(data) > self._max_buffer else data
+
+    def offset(self, slug: str) -> int:
+        """Logical offset after the last byte emitted (0 for an unknown session)."""
+        with self._lock:
+            lg = self._logs.get(slug)
+            return lg.offset if lg else 0
+
+    def slugs(self) -> list[str]:
+        with self._lock:
+            return sorted(self._logs)
+
+    def read_since(self, slug: str, offset: int,
+                   limit: int | None = None) -> tuple[bytes, int, bool]:
+        """Bytes from logical ``offset`` up to what was emitted, from SLUG.log.1 and SLUG.log.
+
+        Returns ``(data, new_offset, gap)``; ``gap`` says the offset was older than what is
+        kept (or in bytes lost to a truncation or deletion), and ``data`` then starts at the
+        oldest kept byte after it. An offset from another numbering (beyond the end) is
+        answered the same way. ``limit`` caps the bytes returned (cut on a character
+        boundary); call again from ``new_offset`` until it reaches :meth:`offset`.
+        Live chunks after ``new_offset`` continue the stream without overlap.
+        """
+        sources: list[tuple[_Segment, int]] = []  # (segment, fd owned by us)
+        with self._lock:
+            lg = self._logs.get(slug)
+            end = lg.offset if lg else 0
+            if lg is not None:
+                if lg.prev is not None:
+                    fd = _open_ident(lg.old_path, lg.prev.ident)
+                    if fd is not None:
+                        sources.append((lg.prev, fd))
+                if lg.readers:
+                    head = lg.readers[0]
+                    # dup: the loop thread may close head.fd while we read.
+                    sources.append((_Segment(head.ident, head.base, end), os.dup(head.fd)))
+        try:
+            return _serve(sources, offset, end, limit)
+        finally:
+            for _, fd in sources:
+                os.close(fd)
+
+    def check_pipes(self, procs: ProcTable, live: Mapping[str, str]) -> list[str]:
+        """Re-arm the pipes of live panes whose ``tee`` is missing or stopped.
+
+        ``live`` maps slug to pane id of live panes (a dead pane needs no pipe). A pipe's
+        process is found by argv: ``tee -a -- LOG`` (or the ``sh -c 'exec tee ...'``
+        that becomes it). Output the pane wrote meanwhile is lost, so the next chunk of a
+        re-armed session is marked as a gap. Returns the slugs re-armed.
+        """
+        healthy = {os.path.realpath(target) for proc in procs.procs.values()
+                   if proc.status not in _DEAD and (target := _pipe_target(proc.cmdline))}
+        rearmed: list[str] = []
+        with self._lock:
+            if self._rearm is None:
+                return []
+            for slug in live:
+                if os.path.join(self._real_dir, f"{slug}.log") in healthy:
+                    continue
+                lg = self._logs.get(slug)
+                if lg is not None:
+                    lg.gap = True
+                if self._call_rearm(slug):
+                    rearmed.append(slug)
+        return rearmed
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for lg in self._logs.values():
+                if lg.readers:
+                    self._save(lg)
+                for r in lg.readers:
+                    os.close(r.fd)
+                lg.readers.clear()
+            self._inotify.close()
+            os.close(self._dirfd)
+
+    def __enter__(self) -> Tail:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _list_slugs(self) -> list[str]:
+        try:
+            names = os.listdir(self._dir)
+        except OSError as exc:
+            log.warning("cannot list %s: %s", self._dir, exc)
+            return []
+        return sorted(m.group(1) for m in map(_NAME.match, names) if m)
+
+    def _mark_all(self) -> None:
+        for slug in [*self._logs, *self._list_slugs()]:
+            self._dirty.setdefault(slug)
+
+    def _drain_events(self) -> None:
+        try:
+            events = self._inotify.read(timeout=0)
+        except BlockingIOError:
+            return
+        for ev in events:
+            if ev.mask & inflags.Q_OVERFLOW:
+                # Events were dropped: any file may have moved. Saved offsets make a
+                # re-check of everything exact.
+                self.overflows += 1
+                self._mark_all()
+            elif ev.wd == self._dir_wd:
+                if ev.mask & inflags.IGNORED:
+                    log.warning("log directory %s went away; the tail sees nothing more",
+                                self._dir)
+                match = _NAME.match(ev.name)
+                if match:
+                    self._dirty.setdefault(match.group(1))
+            elif ev.wd in self._by_wd:
+                slug, reader = self._by_wd[ev.wd]
+                if ev.mask & inflags.CLOSE_WRITE:
+                    reader.closed = True
+                self._dirty.setdefault(slug)
+
+    # -- following one log ----------------------------------------------------------------
+
+    def _adopt(self, slug: str, at_end: bool, prefill: bool) -> None:
+        """Start following a log found at start-up: numbering from its sidecar, at its end."""
+        lg = _Log(slug, self._dir / f"{slug}.log")
+        reader = self._open(lg.path)
+        if reader is None:
+            return
+        size = os.fstat(reader.fd).st_size
+        self._logs[slug] = lg
+        self._number(lg, reader, size)
+        lg.numbered = True
+        if at_end:
+            # Start on a character boundary, or the first chunk would begin with U+FFFD.
+            tail = os.pread(reader.fd, 3, max(0, size - 3))
+            reader.pos = size - _incomplete_tail(tail)
+        lg.readers.append(reader)
+        lg.offset = reader.base + reader.pos
+        if prefill and self._max_buffer and lg.offset:
+            start = max(0, lg.offset - self._max_buffer)
+            data, _, _ = self.read_since(slug, start)
+            data = data[_skip_continuation(data) if start else 0:]
+            lg.ring.append(data)
+            lg.ring_size = len(data)
+
+    def _number(self, lg: _Log, reader: _Reader, size: int) -> None:
+        """Set the base of a file first seen, from the sidecar, so offsets survive restarts."""
+        sc = _read_sidecar(lg.base_path)
+        old = _stat(lg.old_path)
+        old_ident = _ident(old) if old else None
+        if sc is None:
+            reader.base = 0
+        elif (sc["dev"], sc["ino"]) == reader.ident:
+            reader.base = sc["base"]
+            if reader.base + size < sc["end"]:  # truncated while nobody watched
+                reader.base = sc["end"]
+            prev = _seg_of(sc.get("prev"))
+            lg.prev = prev if prev and prev.ident == old_ident else None
+        elif old is not None and (sc["dev"], sc["ino"]) == old_ident:
+            # Rotated before its successor was numbered: it starts where .1 ends.
+            reader.base = sc["base"] + old.st_size
+            lg.prev = _Segment(old_ident, sc["base"], reader.base)
+        else:
+            # A file we never saw: number it after everything known, so no old offset
+            # can be mistaken for a position in it.
+            reader.base = max(sc["base"], sc["end"])
+            prev = _seg_of(sc.get("prev"))
+            lg.prev = prev if prev and prev.ident == old_ident else None
+        self._save(lg, reader)
+
+    def _open(self, path: Path) -> _Reader | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("cannot open %s: %s", path, exc)
+            return None
+        return _Reader(fd=fd, ident=_ident(os.fstat(fd)))
+
+    def _check(self, slug: str, budget: int, out: list[Chunk]) -> tuple[int, bool]:
+        """Bring one log up to date within ``budget``; return (bytes read, caught up)."""
+        lg = self._logs.get(slug)
+        if lg is None:
+            path = self._dir / f"{slug}.log"
+            if _stat(path) is None:
+                return 0, True
+            lg = self._logs[slug] = _Log(slug, path)
+        try:
+            self._follow_path(lg)
+            return self._drain(lg, budget, out)
+        except OSError as exc:
+            log.warning("reading %s failed: %s", lg.path, exc)
+            return 0, True
+
+    def _follow_path(self, lg: _Log) -> None:
+        """Notice the path now naming another file, or nothing; queue or re-arm."""
+        st = _stat(lg.path)
+        last = lg.readers[-1] if lg.readers else None
+        if st is None:
+            if last is not None:
+                self._left_path(lg, last)
+                if not last.rearmed:
+                    last.rearmed = True
+                    self._call_rearm(lg.slug)
+            return
+        if last is not None and last.ident == _ident(st):
+            return
+        new = self._open(lg.path)
+        if new is None:
+            return
+        if new.ident != _ident(st):  # replaced again between stat and open: next wake-up
+            os.close(new.fd)
+            return
+        if last is None:
+            if lg.numbered:  # back after its file went away: continue the numbering
+                new.base = lg.offset
+                self._save(lg, new)
+            else:  # a log that appeared after start: all of it is new output
+                self._number(lg, new, os.fstat(new.fd).st_size)
+                lg.numbered = True
+                lg.offset = new.base
+            lg.readers.append(new)
+            return
+        rotated = last.rotated or _is_at(lg.old_path, last.ident)
+        if not rotated and not last.rearmed:
+            # Someone moved or replaced the log: the pipe still writes to the old inode.
+            last.rearmed = True
+            self._call_rearm(lg.slug)
+        self._left_path(lg, last)
+        lg.readers.append(new)
+
+    def _left_path(self, lg: _Log, reader: _Reader) -> None:
+        """The file is no longer at its path: watch the inode itself until it goes quiet."""
+        if reader.deadline is None:
+            reader.deadline = time.monotonic() + GRACE
+            self._leaving.add(lg.slug)
+        if reader.wd is None:
+            try:
+                # The magic link resolves to the open inode even after unlink or rename.
+                wd = self._inotify.add_watch(f"/proc/self/fd/{reader.fd}", _INODE_MASK)
+            except OSError as exc:
+                log.warning("cannot watch the old inode of %s: %s", lg.path, exc)
+                return
+            reader.wd = wd
+            self._by_wd[wd] = (lg.slug, reader)
+
+    def _drain(self, lg: _Log, budget: int, out: list[Chunk]) -> tuple[int, bool]:
+        used = 0
+        ts = time.time()
+        while lg.readers:
+            r = lg.readers[0]
+            size = os.fstat(r.fd).st_size
+            if size < r.pos:
+                # Truncated: what was between is gone. Keep counting, restart the file.
+                self._flush(lg, out, ts)
+                r.base, r.pos = r.base + r.pos, 0
+                lg.gap = True
+                self._save(lg)
+            want = min(size - r.pos, budget - used)
+            if want > 0:
+                data = os.pread(r.fd, want, r.pos)
+                if not data:
+                    return used, True  # shrank meanwhile: the next wake-up sees it
+                r.pos += len(data)
+                used += len(data)
+                self._emit(lg, data, out, ts)
+                if r.deadline is not None and not r.closed:
+                    r.deadline = time.monotonic() + GRACE  # still being written: follow on
+            if r.pos < size:
+                return used, False
+            if r.deadline is None:  # the current file, drained
+                if size > self._max_file and len(lg.readers) == 1:
+                    self._rotate(lg, r)
+                return used, True
+            if not r.closed and time.monotonic() < r.deadline:
+                return used, True  # its writer may add a few bytes; a wake-up ends this
+            self._finish(lg, out, ts)
+        return used, True
+
+    def _finish(self, lg: _Log, out: list[Chunk], ts: float) -> None:
+        """Close the drained head file and start its successor where it ended."""
+        r = lg.readers.pop(0)
+        self._flush(lg, out, ts)
+        if r.wd is not None:
+            self._by_wd.pop(r.wd, None)
+            with contextlib.suppress(OSError):  # already gone with the inode
+                self._inotify.rm_watch(r.wd)
+        if r.rotated or _is_at(lg.old_path, r.ident):
+            lg.prev = _Segment(r.ident, r.base, r.base + r.pos)  # kept for read_since
+        else:
+            lg.gap = True  # deleted or moved away: tmux dropped what it held at the switch
+        os.close(r.fd)
+        if lg.readers:
+            lg.readers[0].base = lg.offset
+            self._save(lg)
+
+    def _rotate(self, lg: _Log, r: _Reader) -> None:
+        """Cap the log on disk: SLUG.log becomes SLUG.log.1 and the pipe a fresh SLUG.log.
+
+        Only a tail that can re-arm the pipe rotates, and only one at a time (flock on the
+        directory): another instance sees the old inode at .1 and follows without a gap.
+        """
+        if self._rearm is None:
+            return
+        try:
+            fcntl.flock(self._dirfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        try:
+            st = _stat(lg.path)
+            if st is None or _ident(st) != r.ident:
+                return
+            self._left_path(lg, r)  # before the re-arm, so the old tee's close is seen
+            os.replace(lg.path, lg.old_path)
+            r.rotated = r.rearmed = True
+            lg.prev = None  # the older .1 was just replaced
+        finally:
+            fcntl.flock(self._dirfd, fcntl.LOCK_UN)
+        self._call_rearm(lg.slug)
+
+    def _call_rearm(self, slug: str) -> bool:
+        if self._rearm is None:
+            return False
+        try:
+            self._rearm(slug)
+        except Exception as exc:  # a dead pane must not stop the tail
+            log.warning("re-arming the pipe of %s failed: %s", slug, exc)
+            return False
+        return True
+
+    # -- emitting -------------------------------------------------------------------------
+
+    def _emit(self, lg: _Log, data: bytes, out: list[Chunk], ts: float) -> None:
+        held = lg.decoder.getstate()[0]
+        text = lg.decoder.decode(data)
+        keep = len(lg.decoder.getstate()[0])
+        raw = held + data if held else data
+        if keep:
+            raw = raw[:-keep]
+        if raw:
+            self._push(lg, text, raw, out, ts)
+
+    def _flush(self, lg: _Log, out: list[Chunk], ts: float) -> None:
+        """Emit bytes held for an unfinished character (as U+FFFD): its file ended."""
+        held = lg.decoder.getstate()[0]
+        text = lg.decoder.decode(b"", final=True)
+        lg.decoder.reset()
+        if held:
+            self._push(lg, text, held, out, ts)
+
+    def _push(self, lg: _Log, text: str, raw: bytes, out: list[Chunk], ts: float) -> None:
+        lg.offset += len(raw)
+        if self._max_buffer:
+            # Chunks, dropped whole once the rest covers max_buffer: no copying per push.
+            kept = raw[-self._max_buffer:]
+            lg.ring.append(kept)
+            lg.ring_size += len(kept)
+            while lg.ring_size - len(lg.ring[0]) >= self._max_buffer:
+                lg.ring_size -= len(lg.ring.popleft())
+        out.append(Chunk(lg.slug, text, raw, lg.offset, ts, lg.gap))
+        lg.gap = False
+
+    def _save(self, lg: _Log, reader: _Reader | None = None) -> None:
+        """Persist the current file's base (atomically) so offsets survive a restart."""
+        head = reader or (lg.readers[0] if lg.readers else None)
+        if head is None:
+            return
+        value: dict[str, Any] = {
+            "dev": head.ident[0], "ino": head.ident[1], "base": head.base,
+            "end": max(lg.offset, head.base),
+            "prev": None if lg.prev is None else {
+                "dev": lg.prev.ident[0], "ino": lg.prev.ident[1], "base": lg.prev.base,
+                "end": lg.prev.end},
+        }
+        tmp = lg.base_path.with_name(f".{lg.base_path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(value), encoding="utf-8")
+            os.replace(tmp, lg.base_path)
+        except OSError as exc:
+            log.warning("cannot save %s: %s", lg.base_path, exc)
+
+
+def _pipe_target(argv: tuple[str, ...]) -> str | None:
+    """The log a pipe process writes: ``tee -a -- LOG``, or ``sh -c 'exec tee ... LOG ...'``
+    for the instant before the shell execs tee."""
+    if not argv:
+        return None
+    name = os.path.basename(argv[0])
+    if name == "tee":
+        return argv[-1]
+    if name in _SHELLS and len(argv) >= 3 and argv[1] == "-c" and "tee" in argv[2]:
+        try:
+            words = shlex.split(argv[2])
+        except ValueError:
+            return None
+        if "tee" in words and "--" in words[words.index("tee"):]:
+            rest = words[words.index("--", words.index("tee")) + 1:]
+            return rest[0] if rest else None
+    return None
+
+
+def _is_at(path: Path, ident: Ident) -> bool:
+    st = _stat(path)
+    return st is not None and _ident(st) == ident
+
+
+def _open_ident(path: Path, ident: Ident) -> int | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if _ident(os.fstat(fd)) != ident:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _serve(sources: list[tuple[_Segment, int]], offset: int, end: int,
+           limit: int | None) -> tuple[bytes, int, bool]:
+    """Read logical ``[offset, end)`` out of the segments, marking holes as a gap."""
+    gap = False
+    if not 0 <= offset <= end:
+        gap, offset = True, 0  # another numbering: restart from what is kept
+    parts: list[bytes] = []
+    total = 0
+    for seg, fd in sources:
+        seg_end = min(seg.end, end)
+        if offset >= seg_end:
+            continue
+        if offset < seg.base:
+            gap, offset = True, seg.base
+        want = seg_end - offset
+        if limit is not None:
+            want = min(want, limit - total)
+        if want <= 0:
+            break
+        data = os.pread(fd, want, offset - seg.base)
+        if gap and not parts:
+            skip = _skip_continuation(data)  # do not start inside a character
+            data, offset = data[skip:], offset + skip
+        parts.append(data)
+        total += len(data)
+        offset += len(data)
+        if len(data) < want:  # the file is shorter than its numbering says
+            gap, offset = True, seg_end
+    data = b"".join(parts)
+    if offset < end:
+        if limit is None or total < limit:
+            gap, offset = True, end  # nothing on disk covers the rest
+        else:
+            cut = _incomplete_tail(data)
+            if cut:
+                data, offset = data[:-cut], offset - cut
+    return data, offset, gap
+
+
+def _merge(chunks: list[Chunk]) -> list[Chunk]:
+    """Join consecutive chunks of one session read in one call (a gap starts a new one)."""
+    merged: list[Chunk] = []
+    group: list[Chunk] = []
+
+    def close() -> None:
+        if len(group) == 1:
+            merged.append(group[0])
+        elif group:
+            first, last = group[0], group[-1]
+            merged.append(Chunk(first.slug, "".join(c.data for c in group),
+                                b"".join(c.raw for c in group), last.offset, first.ts,
+                                first.gap))
+        group.clear()
+
+    for chunk in chunks:
+        if group and (chunk.slug != group[0].slug or chunk.gap):
+            close()
+        group.append(chunk)
+    close()
+    return merged

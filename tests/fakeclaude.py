@@ -1,0 +1,31 @@
+"""Put the fake Claude Code (tests/fake_claude.py) on a PATH as ``claude``."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+FAKE_CLAUDE = Path(__file__).resolve().with_name("fake_claude.py")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude-code-2.1.328"
+
+
+def install_fake_claude(bin_dir: Path) -> Path:
+    """Write an executable ``claude`` shim into ``bin_dir`` and return its path.
+
+    The shim execs this interpreter on the fake, so the pane's process keeps the shim's
+    pid. ``exec -a claude`` makes argv[0] "claude": tmux's ``pane_current_command`` reads
+    it (the real CLI shows ``claude`` there); the fake also writes "claude" to
+    /proc/self/comm, which ps and psutil's ``name()`` read.
+    """
+    bash = shutil.which("bash") or "/bin/bash"
+    shim = bin_dir / "claude"
+    shim.write_text(
+        f"#!{bash}\n"
+        "# Fake Claude Code for cbos tests (tests/fake_claude.py).\n"
+        f'exec -a claude {shlex.quote(sys.executable)} {shlex.quote(str(FAKE_CLAUDE))} "$@"\n',
+        encoding="utf-8",
+    )
+    shim.chmod(0o755)
+    return shim
