@@ -69,12 +69,19 @@ def read_text_arg(words: Sequence[str]) -> str:
 # -- handlers ----------------------------------------------------------------------------
 
 
+def core(ctx: Context) -> Any:
+    """A Core that has applied the event backlog and looked at tmux once."""
+    from cbos.core import Core
+
+    return Core(ctx.config, ctx.tmux).load()
+
+
 def cmd_new(args: argparse.Namespace, ctx: Context) -> int:
-    from cbos import sessions
+    from cbos.core import Core
 
     path = Path(args.path) if args.path else Path.cwd()
-    session = sessions.create(ctx.tmux, ctx.config, path, slug=args.slug,
-                              extra_args=args.claude_args or ())
+    session = Core(ctx.config, ctx.tmux).create(path, slug=args.slug,
+                                                extra_args=args.claude_args or ())
     print(session.slug)
     return 0
 
@@ -82,45 +89,43 @@ def cmd_new(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
     from cbos import model
 
-    views = model.snapshot_once(ctx.tmux, ctx.config)
+    snapshot = core(ctx).snapshot()
     if args.json:
-        print(json.dumps([v.to_json() for v in views], indent=2, ensure_ascii=False))
+        print(json.dumps([v.to_json() for v in snapshot.sessions], indent=2,
+                         ensure_ascii=False))
         return 0
-    if not views:
+    if not snapshot.sessions:
         print("no claude sessions; start one with `cbos new PATH`", file=sys.stderr)
         return 0
-    print(model.format_table(views))
+    print(model.format_table(snapshot.sessions))
     return 0
 
 
 def cmd_send(args: argparse.Namespace, ctx: Context) -> int:
-    from cbos import actions
-
     text = read_text_arg(args.text)
-    actions.send(ctx.tmux, ctx.config, args.slug, text)
+    core(ctx).send(args.slug, text)
     return 0
 
 
 def cmd_interrupt(args: argparse.Namespace, ctx: Context) -> int:
-    from cbos import actions
+    core(ctx).interrupt(args.slug)
+    return 0
 
-    actions.interrupt(ctx.tmux, ctx.config, args.slug)
+
+def cmd_answer(args: argparse.Namespace, ctx: Context) -> int:
+    dialog = core(ctx).answer(args.slug, args.choice)
+    print(f"answered {args.slug}: {dialog.question}")
     return 0
 
 
 def cmd_kill(args: argparse.Namespace, ctx: Context) -> int:
-    from cbos import sessions
-
-    session = sessions.find(ctx.tmux, ctx.config, args.slug)
-    ctx.tmux.kill(session.pane)
+    session = core(ctx).kill(args.slug)
     print(f"killed {session.slug}; its log stays at {ctx.config.log_path(session.slug)}")
     return 0
 
 
 def cmd_attach(args: argparse.Namespace, ctx: Context) -> int:
-    from cbos import sessions
-
-    session = sessions.find(ctx.tmux, ctx.config, args.slug)
+    session = core(ctx).session(args.slug)
     if ctx.tmux.inside():
         ctx.tmux.switch_client(session.pane)
         return 0
@@ -131,10 +136,33 @@ def cmd_attach(args: argparse.Namespace, ctx: Context) -> int:
     os.execvpe(argv[0], argv, env)
 
 
-def cmd_buffer(args: argparse.Namespace, ctx: Context) -> int:
-    from cbos import sessions
+def cmd_wait(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import waiting
 
-    session = sessions.find(ctx.tmux, ctx.config, args.slug)
+    wanted = parse_states(args.state)
+    reached = waiting.wait_for(core(ctx), args.slug, wanted, args.timeout)
+    if reached is None:
+        print(f"cbos: {args.slug} did not reach {','.join(sorted(wanted))} within "
+              f"{args.timeout:g}s", file=sys.stderr)
+        return 1
+    print(f"{reached.slug} {reached.state.value}: {reached.reason}")
+    return 0
+
+
+def parse_states(text: str) -> set[str]:
+    from cbos.state import State
+
+    names = {part.strip().lower() for part in text.split(",") if part.strip()}
+    valid = {s.value for s in State}
+    unknown = names - valid
+    if unknown or not names:
+        raise UsageError(f"unknown state {', '.join(sorted(unknown)) or repr(text)}; "
+                         f"use a comma-separated list of {', '.join(s.value for s in State)}")
+    return names
+
+
+def cmd_buffer(args: argparse.Namespace, ctx: Context) -> int:
+    session = core(ctx).session(args.slug)
     if args.raw:
         sys.stdout.buffer.write(tail_bytes(ctx.config.log_path(session.slug), args.lines))
         sys.stdout.flush()
@@ -157,6 +185,45 @@ def tail_bytes(path: Path, lines: int | None, max_bytes: int = 1 << 20) -> bytes
     if lines is not None:
         data = b"".join(data.splitlines(keepends=True)[-lines:])
     return data
+
+
+def cmd_hooks(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import hooks
+
+    if args.action == "install":
+        print(hooks.install(ctx.config))
+    elif args.action == "uninstall":
+        print(hooks.uninstall(ctx.config))
+    else:
+        status = hooks.status(ctx.config)
+        print(status.describe())
+        return 0 if status.installed else 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import statusline
+
+    text = statusline.line(ctx.config)
+    if text:
+        print(text)
+    return 0
+
+
+def cmd_plugin_path(args: argparse.Namespace, ctx: Context) -> int:
+    path = plugin_path()
+    if path is None:
+        raise CbosError("the tmux plugin file is not installed with this cbos; "
+                        "reinstall cbos with pip")
+    print(path)
+    return 0
+
+
+def plugin_path() -> Path | None:
+    """Where `tmux/cbos.tmux` is: the installed copy, or the source tree's."""
+    candidates = [Path(sys.prefix) / "share" / "cbos" / "tmux" / "cbos.tmux",
+                  Path(__file__).resolve().parent.parent / "tmux" / "cbos.tmux"]
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def cmd_projects(args: argparse.Namespace, ctx: Context) -> int:
@@ -182,6 +249,16 @@ def _depth(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 20:
         raise argparse.ArgumentTypeError("depth must be from 0 to 20")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("seconds must be 0 or more")
     return value
 
 
@@ -212,8 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="project directory (default: the current one)")
     p.add_argument("--slug", help="session name (default: git origin's repo name, upper-cased,"
                    " else the directory name)")
-    p.add_argument("claude_args", nargs=argparse.REMAINDER, metavar="-- CLAUDE_ARGS",
-                   help="extra arguments for claude, after --")
+    p.set_defaults(claude_args=[])
     p.set_defaults(handler=cmd_new)
 
     p = sub.add_parser("ls", help="list sessions with state, reason and age")
@@ -228,6 +304,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("interrupt", help="press Ctrl+C in a session")
     p.add_argument("slug", help="session slug")
     p.set_defaults(handler=cmd_interrupt)
+
+    p = sub.add_parser("answer", help="answer the permission or question dialog on screen")
+    p.add_argument("slug", help="session slug")
+    p.add_argument("choice", help="an option number, yes, no, or esc")
+    p.set_defaults(handler=cmd_answer)
+
+    p = sub.add_parser("wait", help="wait until a session reaches a state (exit 1 on timeout)")
+    p.add_argument("slug", help="session slug")
+    p.add_argument("--state", default="waiting,permission",
+                   help="comma-separated states to wait for (default: waiting,permission)")
+    p.add_argument("--timeout", type=_seconds, default=None, metavar="S",
+                   help="give up after S seconds (default: wait for ever)")
+    p.set_defaults(handler=cmd_wait)
 
     p = sub.add_parser("kill", help="end a session (its log stays)")
     p.add_argument("slug", help="session slug")
@@ -244,6 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="keep the screen's colours (default: when stdout is a terminal)")
     p.set_defaults(handler=cmd_buffer)
+
+    p = sub.add_parser("hooks", help="install, uninstall or check cbos's Claude Code hooks")
+    p.add_argument("action", choices=("install", "uninstall", "status"),
+                   help="install into Claude's user settings, remove, or report")
+    p.set_defaults(handler=cmd_hooks)
+
+    p = sub.add_parser("status", help="one short line for tmux's status bar")
+    p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("plugin-path", help="print the path of the tmux plugin file")
+    p.set_defaults(handler=cmd_plugin_path)
 
     p = sub.add_parser("projects", help="directories holding a CLAUDE.md")
     p.add_argument("roots", nargs="*", metavar="ROOT", help="where to look (default: home)")
@@ -269,10 +369,34 @@ def setup_logging(config: config_mod.Config) -> None:
     root.propagate = False
 
 
+CLAUDE_ARG_COMMANDS = frozenset({"new"})
+
+
+def _command_of(words: Sequence[str]) -> str | None:
+    """The subcommand word, skipping global options (and -L's value)."""
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in ("-L", "--socket-name"):
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
+        # Everything after a lone "--" goes to claude untouched (`cbos new . -- --model x`);
+        # argparse's REMAINDER would also swallow cbos's own options placed after PATH.
+        extra: list[str] = []
+        if _command_of(args_list) in CLAUDE_ARG_COMMANDS and "--" in args_list:
+            cut = args_list.index("--")
+            args_list, extra = args_list[:cut], args_list[cut + 1:]
         args = build_parser().parse_args(args_list)
+        if extra:
+            args.claude_args = extra
         config = config_mod.load()
         if args.socket_name:
             config = config.replace(tmux_socket=args.socket_name)
@@ -282,8 +406,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             from cbos import app
 
             return app.run(args, config)
-        if getattr(args, "claude_args", None) and args.claude_args[:1] == ["--"]:
-            args.claude_args = args.claude_args[1:]
         return handler(args, Context(config))
     except CbosError as exc:
         print(f"cbos: {exc}", file=sys.stderr)

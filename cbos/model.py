@@ -101,7 +101,7 @@ class Board:
     def note_output(self, slug: str, ts: float) -> None:
         self.last_output[slug] = ts
 
-    def set_sessions(self, sessions: Sequence[Session], procs: ProcTable,
+    def set_sessions(self, sessions: Sequence[Session], procs: ProcTable | None,
                      status_files: Mapping[int, st.StatusFile]) -> None:
         self.sessions = {s.slug: s for s in sessions}
         self.procs = procs
@@ -128,6 +128,7 @@ class Board:
             claude_pid=claude.pid if claude else None,
             claude_started=claude.create_time if claude else None, tools=tools,
             pane_dead=session.pane.dead, dead_status=session.pane.dead_status,
+            dead_signal=session.pane.dead_signal,
             last_output=self.last_output.get(session.slug),
             dialog=self.dialogs.get(session.slug), stall_seconds=self.stall_seconds,
         )

@@ -12,12 +12,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import psutil
-
 _VERSION_NAME = re.compile(r"^\d+\.\d+\.\d+")  # claude can show as its version string
 _CLAUDE_NAMES = frozenset({"claude", "claude.exe"})
 _RUNTIMES = frozenset({"node", "bun", "nodejs"})
 _HOOK_SHELLS = frozenset({"sh", "dash", "bash"})
+ZOMBIE = "zombie"  # psutil.STATUS_ZOMBIE, without importing psutil for a constant
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,10 @@ class ProcTable:
 
     @classmethod
     def snapshot(cls) -> ProcTable:
+        # psutil is imported here: the status-line path never takes a snapshot and
+        # should not pay for the import.
+        import psutil
+
         table = cls()
         attrs = ["pid", "ppid", "name", "cmdline", "create_time", "status", "memory_info",
                  "cpu_times"]
@@ -91,10 +94,10 @@ class ProcTable:
         if pane_pid is None:
             return None
         root = self.procs.get(pane_pid)
-        if root is not None and is_claude(root) and root.status != psutil.STATUS_ZOMBIE:
+        if root is not None and is_claude(root) and root.status != ZOMBIE:
             return root
         for proc in self.descendants(pane_pid):
-            if is_claude(proc) and proc.status != psutil.STATUS_ZOMBIE:
+            if is_claude(proc) and proc.status != ZOMBIE:
                 return proc
         return None
 
@@ -106,7 +109,7 @@ class ProcTable:
         tools = []
         for pid in self.children.get(claude.pid, ()):
             child = self.procs.get(pid)
-            if child is None or child.status == psutil.STATUS_ZOMBIE:
+            if child is None or child.status == ZOMBIE:
                 continue
             if child.name in _HOOK_SHELLS and "-c" in child.cmdline[1:2] and any(
                 "cbos" in arg for arg in child.cmdline[2:]

@@ -29,7 +29,7 @@ OWNED_OPTION = "@cbos_owned"  # set on tmux sessions that cbos created (kill-ses
 # (format, attribute) pairs of one batched `list-panes -a` query.
 _PANE_FORMAT = (
     "pane_id", "session_id", "session_name", "window_id", "window_index", "pane_index",
-    "pane_pid", "pane_dead", "pane_dead_status", "pane_current_command",
+    "pane_pid", "pane_dead", "pane_dead_status", "pane_dead_signal", "pane_current_command",
     "pane_current_path", "pane_in_mode", "pane_pipe", "pane_width", "pane_height",
     "session_attached", SLUG_OPTION, OWNED_OPTION,
 )
@@ -49,6 +49,7 @@ class Pane:
     pid: int | None
     dead: bool
     dead_status: int | None
+    dead_signal: int | None
     current_command: str
     current_path: str
     in_mode: bool
@@ -78,7 +79,8 @@ def _parse_pane(line: str) -> Pane | None:
         pane_id=f["pane_id"], session_id=f["session_id"], session_name=f["session_name"],
         window_id=f["window_id"], window_index=f["window_index"],
         pane_index=f["pane_index"], pid=_int(f["pane_pid"]), dead=f["pane_dead"] == "1",
-        dead_status=_int(f["pane_dead_status"]), current_command=f["pane_current_command"],
+        dead_status=_int(f["pane_dead_status"]), dead_signal=_int(f["pane_dead_signal"]),
+        current_command=f["pane_current_command"],
         current_path=f["pane_current_path"], in_mode=f["pane_in_mode"] == "1",
         piped=f["pane_pipe"] == "1", width=_int(f["pane_width"]) or 0,
         height=_int(f["pane_height"]) or 0, attached=f["session_attached"] not in ("", "0"),

@@ -286,8 +286,10 @@ def test_send_refuses_dead_pane_and_copy_mode(
     assert result.code == 1 and "copy-mode" in result.err
     tmux.cmd("send-keys", "-X", "-t", session.pane.pane_id, "cancel")
     assert cli("send", "MODE", "EXIT 3").code == 0
-    wait_until(lambda: sessions.find(tmux, _cfg(), "MODE").pane.dead, message="claude exited")
-    assert sessions.find(tmux, _cfg(), "MODE").pane.dead_status == 3
+    # tmux marks the pane dead, then records the status once it has reaped the process.
+    wait_until(lambda: sessions.find(tmux, _cfg(), "MODE").pane.dead_status == 3,
+               message="claude exited with status 3")
+    assert sessions.find(tmux, _cfg(), "MODE").pane.dead
     result = cli("send", "MODE", "hello?")
     assert result.code == 1 and "exited" in result.err
     assert prompts(prompt_log) == ["EXIT 3"]

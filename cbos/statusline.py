@@ -1,0 +1,69 @@
+"""`cbos status`: one short line for tmux's status bar, cheap enough to run every interval.
+
+tmux runs it through ``#()`` at most once a second, so it avoids everything heavy: no
+urwid, no libtmux (one plain ``list-panes``), no psutil (Claude's status files and the
+pane listing say whether claude runs), and only the last megabyte of events.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cbos import hooks
+from cbos import state as st
+from cbos.config import Config
+from cbos.model import Board
+from cbos.procs import Proc
+from cbos.sessions import Session
+from cbos.tmux import quick_list_panes
+
+EVENT_BYTES = 1 << 20
+SHOWN = (st.State.PERMISSION, st.State.WAITING, st.State.WORKING, st.State.THINKING)
+
+
+def _status_by_pane(directory: os.PathLike[str] | str) -> dict[str, st.StatusFile]:
+    """Claude's status files of live claude processes, keyed by tmux pane id."""
+    found: dict[str, st.StatusFile] = {}
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return found
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        status = st.read_status_file(Path(directory, name))
+        if status is None or not status.tmux or "%" not in status.tmux:
+            continue
+        alive = st.proc_start_ticks(status.pid) is not None
+        claude = Proc(status.pid, 0, "claude", (), 0.0, "running")
+        if not alive or not st.status_consistent(status, claude):
+            continue  # stale: claude died without removing it, or the pid was reused
+        found["%" + status.tmux.rsplit("%", 1)[1]] = status
+    return found
+
+
+def line(config: Config) -> str:
+    """``⚠ 1 ● 2 ◑ 3``: sessions needing the person first; empty when nothing is going on."""
+    panes = [p for p in quick_list_panes(config.tmux_socket) if p.slug]
+    if not panes:
+        return ""
+    board = Board(stall_seconds=config.stall_seconds)
+    board.apply_events(hooks.read_recent(config, EVENT_BYTES))
+    statuses = _status_by_pane(st.status_dir(os.environ))
+    sessions: list[Session] = []
+    files: dict[int, st.StatusFile] = {}
+    for pane in panes:
+        status = statuses.get(pane.pane_id)
+        pid = status.pid if status else None
+        if pid is None and not pane.dead and pane.current_command not in ("", "bash", "zsh",
+                                                                          "sh", "fish"):
+            track = board.tracks.get(pane.pane_id)
+            pid = track.claude_pid if track else None
+        claude = Proc(pid, 0, "claude", (), 0.0, "running") if pid else None
+        if status is not None:
+            files[status.pid] = status
+        sessions.append(Session(pane.slug, pane, claude, adopted=not pane.owned))
+    board.set_sessions(sessions, None, files)
+    counts = board.snapshot().counts()
+    return " ".join(f"{state.icon} {counts[state]}" for state in SHOWN if counts[state])
