@@ -240,6 +240,18 @@ def wrap_cells(text: str, width: int) -> list[str]:
     return pieces
 
 
+def colour(line: str) -> str:
+    """Colour the marks the real CLI colours (its orange ●, grey rules), after clipping.
+
+    Only escapes are added, so cell widths are unchanged; `capture-pane -e` shows them.
+    """
+    if line.startswith("● "):
+        return "\x1b[38;5;174m●\x1b[39m" + line[1:]
+    if line.startswith("─"):
+        return f"\x1b[38;5;244m{line}\x1b[39m"
+    return line
+
+
 def clip_cells(text: str, width: int) -> str:
     return wrap_cells(text, width)[0]
 
@@ -1244,7 +1256,7 @@ class FakeClaude:
             previous = [""] * len(frame)
         for row, line in enumerate(frame):
             if line != previous[row]:
-                out.append(f"\x1b[{row + 1};1H\x1b[2K{line}")
+                out.append(f"\x1b[{row + 1};1H\x1b[2K{colour(line)}")
         self.prev_frame = frame
         if out:
             self._write("".join(out))
