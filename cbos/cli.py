@@ -80,8 +80,10 @@ def cmd_new(args: argparse.Namespace, ctx: Context) -> int:
     from cbos.core import Core
 
     path = Path(args.path) if args.path else Path.cwd()
-    session = Core(ctx.config, ctx.tmux).create(path, slug=args.slug,
-                                                extra_args=args.claude_args or ())
+    extra = list(args.claude_args or ())
+    if args.resume:
+        extra = ["--resume", args.resume, *extra]
+    session = Core(ctx.config, ctx.tmux).create(path, slug=args.slug, extra_args=extra)
     print(session.slug)
     return 0
 
@@ -101,15 +103,59 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def targets(args: argparse.Namespace, words: list[str], the_core: Any) -> tuple[list[str],
+                                                                                list[str]]:
+    """(slugs, remaining words) for commands that take one slug, several (A,B) or a group
+    (--all, --state S)."""
+    views = the_core.snapshot().sessions
+    if args.all or args.state:
+        wanted = parse_states(args.state) if args.state else None
+        slugs = [v.slug for v in views
+                 if v.state.value != "exited" and (wanted is None or v.state.value in wanted)]
+        return slugs, words
+    if not words:
+        raise UsageError("name a session (or several, comma-separated), or use --all or "
+                         "--state")
+    slugs = [part for part in words[0].split(",") if part]
+    for slug in slugs:
+        the_core.session(slug)  # unknown names fail before anything is typed anywhere
+    return slugs, words[1:]
+
+
+def for_each(slugs: list[str], action: Callable[[str], None], verb: str) -> int:
+    """Run ``action`` per session; with several, report each and fail if any failed."""
+    if len(slugs) == 1:
+        action(slugs[0])
+        return 0
+    failed = 0
+    for slug in slugs:
+        try:
+            action(slug)
+            print(f"{slug}: {verb}")
+        except CbosError as exc:
+            failed += 1
+            print(f"{slug}: failed: {exc}", file=sys.stderr)
+    if not slugs:
+        print("no session matched", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
+
+
 def cmd_send(args: argparse.Namespace, ctx: Context) -> int:
-    text = read_text_arg(args.text)
-    core(ctx).send(args.slug, text)
-    return 0
+    the_core = core(ctx)
+    slugs, words = targets(args, args.words, the_core)
+    if not words:
+        raise UsageError("give the text to send (or - to read it from stdin)")
+    text = read_text_arg(words)
+    return for_each(slugs, lambda slug: the_core.send(slug, text), "sent")
 
 
 def cmd_interrupt(args: argparse.Namespace, ctx: Context) -> int:
-    core(ctx).interrupt(args.slug)
-    return 0
+    the_core = core(ctx)
+    slugs, words = targets(args, args.words, the_core)
+    if words:
+        raise UsageError(f"unexpected words after the session: {' '.join(words)!r}")
+    return for_each(slugs, the_core.interrupt, "interrupted")
 
 
 def cmd_answer(args: argparse.Namespace, ctx: Context) -> int:
@@ -169,6 +215,29 @@ def cmd_buffer(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     colours = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     print(ctx.tmux.capture(session.pane.pane_id, colours=colours, lines=args.lines))
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import follow
+
+    the_core = core(ctx)
+    session = the_core.session(args.slug)
+    colours = sys.stdout.isatty()
+    try:
+        if args.raw:
+            sys.stdout.buffer.write(tail_bytes(ctx.config.log_path(session.slug), args.lines))
+            sys.stdout.flush()
+            if args.follow:
+                follow.raw(ctx.config, session.slug, sys.stdout.buffer)
+        else:
+            screen = ctx.tmux.capture(session.pane.pane_id, colours=colours, lines=args.lines)
+            print(screen, flush=True)
+            if args.follow:
+                follow.rendered(ctx.config, ctx.tmux, session.slug, session.pane.pane_id,
+                                screen.splitlines(), colours)
+    except KeyboardInterrupt:
+        pass  # Ctrl+C is how `tail -f` ends: not an error
     return 0
 
 
@@ -269,6 +338,45 @@ def _lines(text: str) -> int:
     return value
 
 
+def _group_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--all", action="store_true", help="every session that is not exited")
+    group.add_argument("--state", metavar="S",
+                       help="sessions in these states (comma-separated, e.g. waiting)")
+
+
+def _server_options(p: argparse.ArgumentParser, ws_prefix: bool = False) -> None:
+    what = " (with --ws)" if ws_prefix else ""
+    p.add_argument("--host", help=f"bind address{what} (default CBOS_API_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=_port, help=f"port{what} (default CBOS_API_PORT, 32205)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help=f"allow a non-loopback bind{what}; every client then needs the token")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help=f"a browser Origin allowed to connect{what} (repeatable)")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("a port is from 0 to 65535")
+    return value
+
+
+def _lazy(module: str, name: str) -> Handler:
+    """A handler imported only when its command runs (keeps other commands' start-up light)."""
+    def handler(args: argparse.Namespace, ctx: Context) -> int:
+        import importlib
+
+        function: Handler = getattr(importlib.import_module(module), name)
+        return function(args, ctx)
+
+    handler.__name__ = name
+    return handler
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports errors as one `cbos: ...` line with exit status 2."""
 
@@ -282,6 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cbos {__version__}")
     parser.add_argument("-L", "--socket-name", metavar="NAME",
                         help="tmux server socket name, as `tmux -L` (env CBOS_TMUX_SOCKET)")
+    parser.add_argument("--popup", action="store_true",
+                        help="TUI in a tmux popup: opening a session closes it")
+    parser.add_argument("--ws", action="store_true",
+                        help="also run the WebSocket server while the TUI runs")
+    _server_options(parser, ws_prefix=True)
     parser.set_defaults(handler=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
@@ -289,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="project directory (default: the current one)")
     p.add_argument("--slug", help="session name (default: git origin's repo name, upper-cased,"
                    " else the directory name)")
+    p.add_argument("--resume", metavar="ID", help="continue Claude conversation ID")
     p.set_defaults(claude_args=[])
     p.set_defaults(handler=cmd_new)
 
@@ -296,14 +410,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_ls)
 
-    p = sub.add_parser("send", help="type text into a session, then Enter")
-    p.add_argument("slug", help="session slug")
-    p.add_argument("text", nargs="+", metavar="TEXT", help="text to send, or - for stdin")
+    p = sub.add_parser("send", help="type text into a session (or a group), then Enter",
+                       usage="cbos send [--all | --state S] [SLUG[,SLUG...]] TEXT... | -")
+    _group_options(p)
+    p.add_argument("words", nargs="*", metavar="SLUG TEXT",
+                   help="session(s), then the text (or - to read it from stdin)")
     p.set_defaults(handler=cmd_send)
 
-    p = sub.add_parser("interrupt", help="press Ctrl+C in a session")
-    p.add_argument("slug", help="session slug")
+    p = sub.add_parser("interrupt", help="press Ctrl+C in a session (or a group)",
+                       usage="cbos interrupt [--all | --state S] [SLUG[,SLUG...]]")
+    _group_options(p)
+    p.add_argument("words", nargs="*", metavar="SLUG", help="session(s)")
     p.set_defaults(handler=cmd_interrupt)
+
+    p = sub.add_parser("tail", help="follow a session's output, like tail -f")
+    p.add_argument("slug", help="session slug")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    p.add_argument("--raw", action="store_true", help="raw bytes instead of rendered text")
+    p.add_argument("--lines", type=_lines, default=20, metavar="N",
+                   help="lines of existing output to start with (default 20)")
+    p.set_defaults(handler=cmd_tail)
+
+    p = sub.add_parser("chat", help="send a prompt, wait for the turn to end, print the reply")
+    p.add_argument("slug", help="session slug")
+    p.add_argument("text", nargs="+", metavar="TEXT", help="the prompt, or - for stdin")
+    p.add_argument("--timeout", type=_seconds, default=600.0, metavar="S",
+                   help="give up after S seconds (default 600)")
+    p.add_argument("--json", action="store_true",
+                   help="reply, duration, and token and cost figures as JSON")
+    p.set_defaults(handler=_lazy("cbos.scripting", "cmd_chat"))
+
+    p = sub.add_parser("history", help="a session's prompts and replies, from its transcript")
+    p.add_argument("slug", help="session slug")
+    p.add_argument("--full", action="store_true", help="whole replies, tool calls included")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_lazy("cbos.scripting", "cmd_history"))
+
+    p = sub.add_parser("resume", help="restart claude in a session, continuing its conversation")
+    p.add_argument("slug", help="session slug")
+    p.set_defaults(handler=_lazy("cbos.scripting", "cmd_resume"))
+
+    p = sub.add_parser("fork", help="a new session continuing a session's conversation")
+    p.add_argument("slug", help="session to fork")
+    p.add_argument("new_slug", metavar="NEWSLUG", help="slug of the new session")
+    p.set_defaults(handler=_lazy("cbos.scripting", "cmd_fork"))
+
+    p = sub.add_parser("up", help="start the sessions described in a TOML file")
+    p.add_argument("file", help="the TOML file")
+    p.set_defaults(handler=_lazy("cbos.scripting", "cmd_up"))
+
+    p = sub.add_parser("serve", help="run the WebSocket server without the TUI")
+    _server_options(p)
+    p.set_defaults(handler=_lazy("cbos.web", "cmd_serve"))
 
     p = sub.add_parser("answer", help="answer the permission or question dialog on screen")
     p.add_argument("slug", help="session slug")
@@ -401,11 +559,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.socket_name:
             config = config.replace(tmux_socket=args.socket_name)
         setup_logging(config)
+        if args.host:
+            config = config.replace(api_host=args.host)
+        if args.port is not None:
+            config = config.replace(api_port=args.port)
         handler: Handler | None = args.handler
         if handler is None:
             from cbos import app
 
-            return app.run(args, config)
+            result: int = app.run(args, config)
+            return result
         return handler(args, Context(config))
     except CbosError as exc:
         print(f"cbos: {exc}", file=sys.stderr)

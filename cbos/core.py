@@ -112,33 +112,42 @@ class Core:
 
     def send(self, slug: str, text: str) -> None:
         """Type a prompt, unless a dialog is open: its Enter would answer the dialog."""
-        session = self.session(slug)
-        view = self.view(slug)
-        dialog = self._dialog_on_screen(session.pane.pane_id)
-        if view.state is st.State.PERMISSION or dialog is not None:
-            what = f" ({view.reason})" if view.state is st.State.PERMISSION else ""
+        self.send_to(self.session(slug).pane.pane_id, slug, self.view(slug), text)
+
+    def send_to(self, pane_id: str, slug: str, view: SessionView, text: str) -> None:
+        """The I/O half of :meth:`send` (safe on a worker thread): the state was read by
+        the caller; the screen is read here, just before typing, for a dialog no signal
+        announced (auto mode, /add-dir)."""
+        if view.state is st.State.PERMISSION:
             raise RefusedError(
-                f"{slug} is showing a dialog{what}; typing would answer it. Answer with "
-                f"`cbos answer {slug} CHOICE` (a number, yes, no or esc) first")
-        self.tmux.send_text(session.pane.pane_id, text, slug)
+                f"{slug} is asking for permission ({view.reason}); typing would answer the "
+                f"dialog. Answer it with `cbos answer {slug} CHOICE` (a number, yes, no or esc)")
+        if self._dialog_on_screen(pane_id) is not None:
+            raise RefusedError(
+                f"{slug} is showing a dialog; typing would answer it. Answer it with "
+                f"`cbos answer {slug} CHOICE` (a number, yes, no or esc)")
+        self.tmux.send_text(pane_id, text, slug)
 
     def interrupt(self, slug: str) -> None:
         self.tmux.interrupt(self.session(slug).pane.pane_id, slug)
 
     def answer(self, slug: str, choice: str, wait: bool = True) -> Dialog:
         """Pick an option of the dialog on screen; returns the dialog that was answered."""
-        session = self.session(slug)
-        dialog = self._dialog_on_screen(session.pane.pane_id)
+        return self.answer_to(self.session(slug).pane.pane_id, slug, self.view(slug), choice,
+                              wait)
+
+    def answer_to(self, pane_id: str, slug: str, view: SessionView, choice: str,
+                  wait: bool = True) -> Dialog:
+        dialog = self._dialog_on_screen(pane_id)
         if dialog is None:
             raise RefusedError(f"{slug} shows no dialog to answer; see `cbos buffer {slug}`")
         keys = answer_keys(dialog, choice)
-        view = self.view(slug)
         if wait and view.state is st.State.PERMISSION:
             # Keys pressed in the dialog's first second are dropped by Claude.
             delay = view.since + DIALOG_GRACE - time.time()
             if 0 < delay <= DIALOG_GRACE:
                 time.sleep(delay)
-        self.tmux.send_keys(session.pane.pane_id, keys, slug)
+        self.tmux.send_keys(pane_id, keys, slug)
         return dialog
 
     def kill(self, slug: str) -> Session:

@@ -1,0 +1,352 @@
+"""The loop thread's work, whatever drives the loop (urwid's MainLoop or `cbos serve`'s select).
+
+The engine owns the Core (and so the board), the log tail and the events tail. Its owner
+calls ``on_readable(fd)`` when one of :meth:`Engine.fds` is readable and ``tick()`` about
+once a second. Anything that may take time (tmux commands, the process snapshot, screen
+captures) runs on one worker thread; its result comes back through a wake-up pipe and is
+applied on the loop thread, which alone touches the board. Nothing here sleeps or blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cbos import hooks, logs
+from cbos import state as st
+from cbos.config import Config
+from cbos.core import Core, Gathered
+from cbos.errors import CbosError, RefusedError
+from cbos.model import SessionView, Snapshot
+from cbos.tmux import Tmux
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+REFRESH_EVERY = 2.0  # one tmux listing + one process snapshot; tmux is not polled otherwise
+PIPE_CHECK_EVERY = 10.0
+SnapshotListener = Callable[[Snapshot, Snapshot | None], None]
+OutputListener = Callable[[list[logs.Chunk]], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker-thread action ended with, delivered on the loop thread."""
+
+    ok: bool
+    value: Any = None
+    error: str = ""
+
+
+class Engine:
+    def __init__(self, config: Config, tmux: Tmux | None = None) -> None:
+        self.config = config
+        self.core = Core(config, tmux)
+        self.tail = logs.Tail(config.stream_dir, max_buffer=config.max_buffer_size,
+                              max_file_bytes=config.log_max_bytes, rearm=self._rearm)
+        self.events = hooks.Events(config)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cbos-io")
+        self._done: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._refreshing = False
+        self._last_refresh = 0.0
+        self._last_pipe_check = 0.0
+        self._snapshot: Snapshot | None = None
+        self.snapshot_listeners: list[SnapshotListener] = []
+        self.output_listeners: list[OutputListener] = []
+        self.error_listeners: list[Callable[[str], None]] = []
+        self.soon: list[Callable[[], None]] = []  # work to redo on the next pass
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    def fds(self) -> list[int]:
+        return [self.tail.fileno(), self.events.fileno(), self._wake_r]
+
+    def on_readable(self, fd: int) -> None:
+        try:
+            if fd == self.tail.fileno():
+                self.read_output()
+            elif fd == self.events.fileno():
+                self.read_events()
+            elif fd == self._wake_r:
+                self._run_done()
+        except Exception as exc:  # a bug must not take the loop down: log it, say it
+            self.report(exc)
+
+    def start(self) -> None:
+        """Apply events written while no cbos ran, then the first refresh (synchronous:
+        the first paint should already show every session)."""
+        self.core.board.apply_events(self.events.backlog())
+        self.core.apply(self.core.gather())
+        self._last_refresh = time.monotonic()
+        self.refresh_dialogs()
+        self.publish()
+
+    def tick(self) -> None:
+        """About once a second: a refresh when due, the tail's slow checks, and the clock
+        (ages and stall reasons move with time even when nothing else happens)."""
+        now = time.monotonic()
+        try:
+            if now - self._last_refresh >= REFRESH_EVERY:
+                self.refresh()
+            chunks = self.tail.rescan()
+            if chunks:
+                self._deliver(chunks)
+            self.publish()
+        except Exception as exc:
+            self.report(exc)
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
+        for closer in (self.tail.close, self.events.close):
+            with contextlib.suppress(Exception):
+                closer()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    # -- the worker -----------------------------------------------------------------------
+
+    def run(self, work: Callable[[], T], done: Callable[[Outcome], None] | None = None) -> None:
+        """Run ``work`` on the worker thread; call ``done`` with its Outcome on this thread."""
+        def finished(future: Future[T]) -> None:
+            exc = future.exception()
+            if exc is None:
+                outcome = Outcome(True, future.result())
+            elif isinstance(exc, CbosError):
+                outcome = Outcome(False, error=str(exc))
+            else:
+                log.error("worker action failed", exc_info=exc)
+                outcome = Outcome(False, error=f"internal error: {exc!r} (see cbos.log)")
+            if done is not None:
+                self._done.put(lambda: done(outcome))
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._wake_w, b"x")
+
+        self._worker.submit(work).add_done_callback(finished)
+
+    def _run_done(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 4096)
+        while True:
+            try:
+                callback = self._done.get_nowait()
+            except queue.Empty:
+                break
+            callback()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def read_output(self) -> None:
+        chunks = self.tail.read()
+        if chunks:
+            self._deliver(chunks)
+        if self.tail.pending:
+            # More than one budget's worth is waiting: come back after the UI has had a
+            # turn, through the wake-up pipe, instead of reading it all now.
+            self._done.put(self.read_output)
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_w, b"o")
+
+    def _deliver(self, chunks: list[logs.Chunk]) -> None:
+        board = self.core.board
+        for chunk in chunks:
+            board.note_output(chunk.slug, chunk.ts)
+        for listener in self.output_listeners:
+            listener(chunks)
+        # A dialog that is answered, or appears, shows on screen first.
+        asking = {c.slug for c in chunks if (v := self.view(c.slug)) is not None
+                  and v.state is st.State.PERMISSION}
+        if asking:
+            self.refresh_dialogs(sorted(asking))
+
+    def read_events(self) -> None:
+        fresh = self.events.read()
+        if fresh:
+            self.core.board.apply_events(fresh)
+            self.publish()
+            self.refresh_dialogs()
+        if self.events.pending:
+            self._done.put(self.read_events)
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_w, b"e")
+
+    def refresh(self) -> None:
+        """Ask the worker for a refresh (one at a time); apply it here when it comes."""
+        if self._refreshing:
+            return
+        self._refreshing = True
+        self._last_refresh = time.monotonic()
+        check_pipes = time.monotonic() - self._last_pipe_check >= PIPE_CHECK_EVERY
+
+        def gather() -> Gathered:
+            return self.core.gather()
+
+        def done(outcome: Outcome) -> None:
+            self._refreshing = False
+            if not outcome.ok:
+                self.report_text(outcome.error)
+                return
+            gathered: Gathered = outcome.value
+            self.core.apply(gathered)
+            if check_pipes:
+                self._last_pipe_check = time.monotonic()
+                self._check_pipes(gathered)
+            self.refresh_dialogs()
+            self.publish()
+
+        self.run(gather, done)
+
+    def _check_pipes(self, gathered: Gathered) -> None:
+        # Only panes cbos pipes itself: a pane piped by someone else is not ours to re-arm.
+        live = {s.slug: s.pane.pane_id for s in gathered.sessions
+                if not s.pane.dead and (s.pane.owned or s.pane.slug)}
+        self.tail.check_pipes(gathered.procs, live)
+
+    def refresh_dialogs(self, only: list[str] | None = None) -> None:
+        """Capture the screens of sessions in ``permission`` (worker), then read dialogs."""
+        snapshot = self.core.board.snapshot()
+        wanted = [v for v in snapshot.sessions if v.state is st.State.PERMISSION
+                  and (only is None or v.slug in only)]
+        for view in snapshot.sessions:
+            if view.state is not st.State.PERMISSION and self.core.board.dialogs.get(view.slug):
+                self.core.board.set_dialog(view.slug, None)
+        if not wanted:
+            return
+        core = self.core
+
+        def read() -> dict[str, Any]:
+            return {v.slug: core._dialog_on_screen(v.pane_id) for v in wanted}
+
+        def done(outcome: Outcome) -> None:
+            if outcome.ok:
+                for slug, dialog in outcome.value.items():
+                    core.board.set_dialog(slug, dialog)
+                self.publish()
+
+        self.run(read, done)
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            self._snapshot = self.core.snapshot()
+        return self._snapshot
+
+    def view(self, slug: str) -> SessionView | None:
+        return self.snapshot().get(slug)
+
+    def publish(self) -> None:
+        """Tell listeners when anything shown has changed (the board versions snapshots)."""
+        previous = self._snapshot
+        current = self.core.snapshot()
+        self._snapshot = current
+        if previous is not None and previous.version == current.version:
+            return
+        for listener in self.snapshot_listeners:
+            try:
+                listener(current, previous)
+            except Exception as exc:
+                self.report(exc)
+
+    def report(self, exc: BaseException) -> None:
+        log.error("unexpected error in the loop", exc_info=exc)
+        self.report_text(f"internal error: {exc!r} (details in {self.config.own_log})")
+
+    def report_text(self, text: str) -> None:
+        for listener in self.error_listeners:
+            listener(text)
+
+    # -- actions (validated here, carried out on the worker) ---------------------------------
+
+    def _session_pane(self, slug: str) -> tuple[str, SessionView]:
+        session = self.core.session(slug)
+        view = self.view(slug)
+        if view is None:
+            raise RefusedError(f"{slug} is not on the board yet; try again in a moment")
+        return session.pane.pane_id, view
+
+    def send(self, slug: str, text: str, done: Callable[[Outcome], None] | None = None) -> None:
+        try:
+            pane_id, view = self._session_pane(slug)
+        except CbosError as exc:
+            if done:
+                done(Outcome(False, error=str(exc)))
+            return
+        core = self.core
+        self.run(lambda: core.send_to(pane_id, slug, view, text), done)
+
+    def interrupt(self, slug: str, done: Callable[[Outcome], None] | None = None) -> None:
+        try:
+            pane_id, _ = self._session_pane(slug)
+        except CbosError as exc:
+            if done:
+                done(Outcome(False, error=str(exc)))
+            return
+        tmux = self.core.tmux
+        self.run(lambda: tmux.interrupt(pane_id, slug), done)
+
+    def answer(self, slug: str, choice: str,
+               done: Callable[[Outcome], None] | None = None) -> None:
+        try:
+            pane_id, view = self._session_pane(slug)
+        except CbosError as exc:
+            if done:
+                done(Outcome(False, error=str(exc)))
+            return
+        core = self.core
+        self.run(lambda: core.answer_to(pane_id, slug, view, choice), done)
+
+    def buffer(self, slug: str, done: Callable[[Outcome], None],
+               colours: bool = True) -> None:
+        try:
+            pane_id, _ = self._session_pane(slug)
+        except CbosError as exc:
+            done(Outcome(False, error=str(exc)))
+            return
+        tmux = self.core.tmux
+        self.run(lambda: tmux.capture(pane_id, colours=colours), done)
+
+    def kill(self, slug: str, done: Callable[[Outcome], None] | None = None) -> None:
+        try:
+            session = self.core.session(slug)
+        except CbosError as exc:
+            if done:
+                done(Outcome(False, error=str(exc)))
+            return
+        tmux = self.core.tmux
+
+        def finished(outcome: Outcome) -> None:
+            self.refresh()
+            if done:
+                done(outcome)
+
+        self.run(lambda: tmux.kill(session.pane), finished)
+
+    def create(self, path: str, slug: str | None = None, extra_args: tuple[str, ...] = (),
+               done: Callable[[Outcome], None] | None = None) -> None:
+        from pathlib import Path
+
+        core = self.core
+
+        def finished(outcome: Outcome) -> None:
+            self._last_refresh = 0.0
+            self.refresh()
+            if done:
+                done(outcome)
+
+        self.run(lambda: core.create(Path(path).expanduser(), slug, extra_args), finished)
+
+    def _rearm(self, slug: str) -> None:
+        """The tail asks for a fresh pipe (log rotated, deleted, or its tee died)."""
+        session = self.core.board.sessions.get(slug)
+        if session is None or session.pane.dead:
+            return
+        self.core.tmux.pipe(session.pane.pane_id, self.config.log_path(slug))
