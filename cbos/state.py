@@ -50,6 +50,7 @@ ICONS: Final[Mapping[State, str]] = MappingProxyType({
     State.IDLE: "○", State.EXITED: "✗",
 })
 
+CLOCK_SLACK = 0.02  # seconds: hook timestamps vs the status file's, see _from_hooks
 REASON_WIDTH = 72  # longest quoted text in a reason; the rest becomes "…"
 
 
@@ -555,6 +556,13 @@ def _clip(text: str, width: int = REASON_WIDTH) -> str:
     return first
 
 
+def _clip_path(path: str, width: int = REASON_WIDTH) -> str:
+    """A long path loses its start, never its file name: that is what a person checks."""
+    if len(path) <= width:
+        return path
+    return "…" + path[-(width - 1):]
+
+
 def _tool_subject(name: str, tool_input: Mapping[str, Any]) -> str:
     """The part of a tool call a person recognises: its command, file, pattern, question."""
     if name == "AskUserQuestion":
@@ -562,8 +570,11 @@ def _tool_subject(name: str, tool_input: Mapping[str, Any]) -> str:
         if questions:
             more = f" (+{len(questions) - 1} more)" if len(questions) > 1 else ""
             return _clip(_text(questions[0].get("question"))) + more
-    for key in ("command", "file_path", "notebook_path", "path", "url", "query", "pattern",
-                "description", "prompt", "skill"):
+    for key in ("file_path", "notebook_path", "path"):
+        value = tool_input.get(key)
+        if isinstance(value, str) and value.strip():
+            return _clip_path(value.strip())
+    for key in ("command", "url", "query", "pattern", "description", "prompt", "skill"):
         value = tool_input.get(key)
         if isinstance(value, str) and value.strip():
             return _clip(value)
@@ -700,9 +711,16 @@ def _running(name: str, subject: str, proc: ToolProc) -> str:
 
 def _from_hooks(s: Signals, t: Track, sf: StatusFile | None) -> Verdict:
     hooks = _track_verdict(s, t)
+    # Hook times come from /proc/uptime (10 ms steps, rounded down) and the file's from
+    # Claude's clock: a file written just after a hook can look a few ms older or newer.
+    # Only a change clearly after the last hook counts as news the hooks did not carry.
     file_newer = (sf is not None and sf.status_updated_at is not None
-                  and sf.status_updated_at > t.evidence_ts)
-    if sf is None or sf.status_updated_at is None or not file_newer:
+                  and sf.status_updated_at > t.evidence_ts + CLOCK_SLACK)
+    # "waiting" is news whatever the clocks say: no hook but PermissionRequest explains it,
+    # and auto mode's dialogs fire none (the file can even be stamped within the same
+    # 10 ms as the PreToolUse before it).
+    file_waits = sf is not None and sf.status == "waiting" and t.permission is None
+    if sf is None or sf.status_updated_at is None or not (file_newer or file_waits):
         return _with_dialog(s, t, hooks)
     # The status file changed after the last hook that set the phase: something happened
     # that fires no hook (Esc, a denied or granted permission, a dialog: README).
@@ -741,7 +759,7 @@ def _from_hooks(s: Signals, t: Track, sf: StatusFile | None) -> Verdict:
         if t.permission is not None:
             return hooks
         # No PermissionRequest: auto mode's dialogs, /add-dir (README; screens/19).
-        if s.dialog is not None:
+        if s.dialog is not None and not (s.dialog.kind == "permission" and t.tool):
             reason = _dialog_reason(s.dialog)
         elif t.tool is not None:
             reason = _ask_reason(PendingPermission(t.tool.name, t.tool.input, at))
@@ -809,6 +827,11 @@ def _with_dialog(s: Signals, t: Track | None, verdict: Verdict) -> Verdict:
     if verdict.state == State.WORKING and "(pid " in verdict.reason:
         return verdict  # the screen lags: the tool it asked about runs
     since = t.evidence_ts if t is not None and t.evidence_ts else verdict.since
+    if s.dialog.kind == "permission" and t is not None and t.tool is not None:
+        # The dialog is up before its PermissionRequest hook has landed (or in auto mode,
+        # without one): the pending tool says what is asked, as the hook would.
+        ask = PendingPermission(t.tool.name, t.tool.input, since)
+        return Verdict(State.PERMISSION, _ask_reason(ask), since)
     return Verdict(State.PERMISSION, _dialog_reason(s.dialog), since)
 
 
