@@ -2,28 +2,31 @@
 
 tmux runs it through ``#()`` at most once a second, so it avoids everything heavy: no
 urwid, no libtmux (one plain ``list-panes``), no psutil (Claude's status files and the
-pane listing say whether claude runs), and only the last megabyte of events.
+pane listing say whether claude runs), only the newest events, and the state machinery
+is imported only once the listing shows there is a session at all.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cbos import hooks
-from cbos import state as st
-from cbos.config import Config
-from cbos.model import Board
-from cbos.procs import Proc
-from cbos.sessions import Session
 from cbos.tmux import quick_list_panes
 
-EVENT_BYTES = 1 << 20
-SHOWN = (st.State.PERMISSION, st.State.WAITING, st.State.WORKING, st.State.THINKING)
+if TYPE_CHECKING:
+    from cbos import state as st
+    from cbos.config import Config
+
+EVENT_BYTES = 256 << 10  # the newest turns of every pane; older events rarely matter here
+_SHELLS = frozenset({"", "bash", "zsh", "sh", "fish", "dash"})
 
 
-def _status_by_pane(directory: os.PathLike[str] | str) -> dict[str, st.StatusFile]:
+def _status_by_pane(directory: Path) -> dict[str, st.StatusFile]:
     """Claude's status files of live claude processes, keyed by tmux pane id."""
+    from cbos import state as st
+    from cbos.procs import Proc
+
     found: dict[str, st.StatusFile] = {}
     try:
         names = os.listdir(directory)
@@ -32,7 +35,7 @@ def _status_by_pane(directory: os.PathLike[str] | str) -> dict[str, st.StatusFil
     for name in names:
         if not name.endswith(".json"):
             continue
-        status = st.read_status_file(Path(directory, name))
+        status = st.read_status_file(directory / name)
         if status is None or not status.tmux or "%" not in status.tmux:
             continue
         alive = st.proc_start_ticks(status.pid) is not None
@@ -48,6 +51,12 @@ def line(config: Config) -> str:
     panes = [p for p in quick_list_panes(config.tmux_socket) if p.slug]
     if not panes:
         return ""
+    from cbos import hooks
+    from cbos import state as st
+    from cbos.model import Board
+    from cbos.procs import Proc
+    from cbos.sessions import Session
+
     board = Board(stall_seconds=config.stall_seconds)
     board.apply_events(hooks.read_recent(config, EVENT_BYTES))
     statuses = _status_by_pane(st.status_dir(os.environ))
@@ -56,8 +65,7 @@ def line(config: Config) -> str:
     for pane in panes:
         status = statuses.get(pane.pane_id)
         pid = status.pid if status else None
-        if pid is None and not pane.dead and pane.current_command not in ("", "bash", "zsh",
-                                                                          "sh", "fish"):
+        if pid is None and not pane.dead and pane.current_command not in _SHELLS:
             track = board.tracks.get(pane.pane_id)
             pid = track.claude_pid if track else None
         claude = Proc(pid, 0, "claude", (), 0.0, "running") if pid else None
@@ -66,4 +74,5 @@ def line(config: Config) -> str:
         sessions.append(Session(pane.slug, pane, claude, adopted=not pane.owned))
     board.set_sessions(sessions, None, files)
     counts = board.snapshot().counts()
-    return " ".join(f"{state.icon} {counts[state]}" for state in SHOWN if counts[state])
+    shown = (st.State.PERMISSION, st.State.WAITING, st.State.WORKING, st.State.THINKING)
+    return " ".join(f"{state.icon} {counts[state]}" for state in shown if counts[state])

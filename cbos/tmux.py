@@ -351,9 +351,3 @@ class Tmux:
         self.cmd("select-window", "-t", pane.window_id, ";",
                  "select-pane", "-t", pane.pane_id)
         return [tmux_binary(), *self._server_args(), "attach-session", "-t", pane.session_id]
-
-    # -- misc -----------------------------------------------------------------------------
-
-    def display(self, message: str, clients: Iterable[str] = ()) -> None:
-        for client in clients:
-            self.cmd("display-message", "-c", client, format_escape(message), check=False)
