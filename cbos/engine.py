@@ -46,8 +46,9 @@ class Outcome:
 
 
 class Engine:
-    def __init__(self, config: Config, tmux: Tmux | None = None) -> None:
+    def __init__(self, config: Config, tmux: Tmux | None = None, notify: bool = True) -> None:
         self.config = config
+        self._notify = notify
         self.core = Core(config, tmux)
         self.tail = logs.Tail(config.stream_dir, max_buffer=config.max_buffer_size,
                               max_file_bytes=config.log_max_bytes, rearm=self._rearm)
@@ -83,6 +84,12 @@ class Engine:
     def start(self) -> None:
         """Apply events written while no cbos ran, then the first refresh (synchronous:
         the first paint should already show every session)."""
+        if self._notify:
+            # Transitions into permission/waiting become tmux messages, bells and desktop
+            # notifications; sessions already waiting at start are not announced.
+            from cbos.notify import Notifier
+
+            Notifier(self.core.tmux, self).start()
         self.core.board.apply_events(self.events.backlog())
         self.core.apply(self.core.gather())
         self._last_refresh = time.monotonic()
