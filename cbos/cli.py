@@ -89,17 +89,19 @@ def cmd_new(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
-    from cbos import model
+    from cbos import model, scripting, transcript
 
-    snapshot = core(ctx).snapshot()
+    the_core = core(ctx)
+    # Tokens and cost from each transcript, memory and CPU from the process table.
+    views = [model.with_usage(v, transcript.usage_for(v, the_core.board.procs))
+             for v in the_core.snapshot().sessions]
     if args.json:
-        print(json.dumps([v.to_json() for v in snapshot.sessions], indent=2,
-                         ensure_ascii=False))
+        print(json.dumps([v.to_json() for v in views], indent=2, ensure_ascii=False))
         return 0
-    if not snapshot.sessions:
+    if not views:
         print("no claude sessions; start one with `cbos new PATH`", file=sys.stderr)
         return 0
-    print(model.format_table(snapshot.sessions))
+    print(scripting.format_table(views))
     return 0
 
 
@@ -290,8 +292,14 @@ def cmd_plugin_path(args: argparse.Namespace, ctx: Context) -> int:
 
 def plugin_path() -> Path | None:
     """Where `tmux/cbos.tmux` is: the installed copy, or the source tree's."""
-    candidates = [Path(sys.prefix) / "share" / "cbos" / "tmux" / "cbos.tmux",
-                  Path(__file__).resolve().parent.parent / "tmux" / "cbos.tmux"]
+    here = Path(__file__).resolve()
+    # The source tree first: an editable install also copies a (soon stale) plugin into
+    # sys.prefix. Then the prefix the package was installed into (pip --user/--prefix put
+    # share/ four levels above site-packages/cbos/cli.py), then sys.prefix.
+    prefix = here.parents[4] if len(here.parents) > 4 else Path(sys.prefix)
+    candidates = [here.parents[1] / "tmux" / "cbos.tmux",
+                  prefix / "share" / "cbos" / "tmux" / "cbos.tmux",
+                  Path(sys.prefix) / "share" / "cbos" / "tmux" / "cbos.tmux"]
     return next((c for c in candidates if c.is_file()), None)
 
 
@@ -346,13 +354,23 @@ def _group_options(p: argparse.ArgumentParser) -> None:
 
 
 def _server_options(p: argparse.ArgumentParser, ws_prefix: bool = False) -> None:
+    """--host/--port/... on the top level (for --ws) and again on `serve`.
+
+    On `serve` the defaults are SUPPRESS, so `cbos --host X serve` keeps the X given
+    before the subcommand instead of a subparser default overwriting it.
+    """
     what = " (with --ws)" if ws_prefix else ""
-    p.add_argument("--host", help=f"bind address{what} (default CBOS_API_HOST, 127.0.0.1)")
-    p.add_argument("--port", type=_port, help=f"port{what} (default CBOS_API_PORT, 32205)")
+    kw: dict[str, Any] = {} if ws_prefix else {"default": argparse.SUPPRESS}
+    p.add_argument("--host", help=f"bind address{what} (default CBOS_API_HOST, 127.0.0.1)",
+                   **kw)
+    p.add_argument("--port", type=_port, help=f"port{what} (default CBOS_API_PORT, 32205)",
+                   **kw)
     p.add_argument("--allow-remote", action="store_true",
-                   help=f"allow a non-loopback bind{what}; every client then needs the token")
-    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                   help=f"a browser Origin allowed to connect{what} (repeatable)")
+                   help=f"allow a non-loopback bind{what}; every client then needs the token",
+                   **kw)
+    p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                   help=f"a browser Origin allowed to connect{what} (repeatable)",
+                   **(kw or {"default": []}))
 
 
 def _port(text: str) -> int:
@@ -378,9 +396,16 @@ def _lazy(module: str, name: str) -> Handler:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports errors as one `cbos: ...` line with exit status 2."""
+    """argparse that reports errors as one `cbos: ...` line with exit status 2.
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    No abbreviations: `--all` must never be read as a prefix of `--allow-remote`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> Any:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
@@ -543,9 +568,32 @@ def _command_of(words: Sequence[str]) -> str | None:
     return None
 
 
+def status_fast_path(words: Sequence[str]) -> int | None:
+    """`cbos status [-L NAME]` without argparse or logging: tmux runs it every interval."""
+    socket: str | None = None
+    if list(words) == ["status"]:
+        pass
+    elif len(words) == 3 and words[0] in ("-L", "--socket-name") and words[2] == "status":
+        socket = words[1]
+    else:
+        return None
+    from cbos import statusline
+
+    config = config_mod.load()
+    if socket:
+        config = config.replace(tmux_socket=socket)
+    text = statusline.line(config)
+    if text:
+        print(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
+        fast = status_fast_path(args_list)
+        if fast is not None:
+            return fast
         # Everything after a lone "--" goes to claude untouched (`cbos new . -- --model x`);
         # argparse's REMAINDER would also swallow cbos's own options placed after PATH.
         extra: list[str] = []

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cbos import hooks, sessions
+from cbos import hooks, registry, sessions
 from cbos import state as st
 from cbos.config import Config
 from cbos.dialog import Dialog, answer_keys, parse_dialog
@@ -74,6 +74,9 @@ class Core:
         """The board half of a refresh: only the thread that owns the board calls it."""
         self.board.tmux_up = gathered.tmux_up
         self.board.set_sessions(gathered.sessions, gathered.procs, gathered.status_files)
+        # Remember each session's conversation id and path for `cbos resume` (a write
+        # only when one changed: a new session, /clear).
+        registry.sync(self.config, self.board)
 
     def read_dialogs(self, only: Sequence[str] | None = None) -> None:
         """Read the dialog off the screen of sessions that (may) show one.
@@ -156,9 +159,16 @@ class Core:
         return session
 
     def create(self, path: Path, slug: str | None = None,
-               extra_args: Sequence[str] = ()) -> Session:
-        """Start a session; it gets cbos's hooks through --settings unless they are global."""
+               extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None,
+               ) -> Session:
+        """Start a session; it gets cbos's hooks through --settings unless they are global.
+
+        The session's path, arguments and environment are remembered for `cbos resume`.
+        """
         args = list(extra_args)
         if not hooks.installed_globally(self.config):
             args = ["--settings", str(hooks.settings_for_session(self.config)), *args]
-        return sessions.create(self.tmux, self.config, path, slug=slug, extra_args=args)
+        session = sessions.create(self.tmux, self.config, path, slug=slug, extra_args=args,
+                                  env=env)
+        registry.record_start(self.config, session.slug, path.resolve(), extra_args, env)
+        return session

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,6 +35,20 @@ REFRESH_EVERY = 2.0  # one tmux listing + one process snapshot; tmux is not poll
 PIPE_CHECK_EVERY = 10.0
 SnapshotListener = Callable[[Snapshot, Snapshot | None], None]
 OutputListener = Callable[[list[logs.Chunk]], None]
+
+
+_ESCAPES = re.compile(r"\x1b\[[0-9;?:]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
+# Claude's spinner row ("✻ Thinking… (3s · ↓ 2 tokens)") is redrawn every second whatever
+# happens; it is not activity, or a stuck session would never look stalled.
+_SPINNER = re.compile(r"^[\s✻✽✶✳✢·*⏺]*\S*…")
+
+
+def is_activity(text: str) -> bool:
+    """Whether output is more than Claude redrawing its spinner (or moving the cursor)."""
+    for line in re.split(r"[\r\n]", _ESCAPES.sub("\n", text)):
+        if line.strip() and not _SPINNER.match(line):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -165,7 +180,8 @@ class Engine:
     def _deliver(self, chunks: list[logs.Chunk]) -> None:
         board = self.core.board
         for chunk in chunks:
-            board.note_output(chunk.slug, chunk.ts)
+            if is_activity(chunk.data):
+                board.note_output(chunk.slug, chunk.ts)
         for listener in self.output_listeners:
             listener(chunks)
         # A dialog that is answered, or appears, shows on screen first.
