@@ -280,8 +280,7 @@ def chat(config: config_mod.Config, tmux: Tmux, slug: str, text: str, timeout: f
     deadline = clock() + timeout
     core = Core(config, tmux)
     with _Wakeups(config, core.status_dir) as wake:
-        core.board.apply_events(wake.events.backlog(BACKLOG_BYTES))
-        core.refresh()
+        core.refresh(lambda: wake.events.backlog(BACKLOG_BYTES))
         session = core.session(slug)
         view = core.view(slug)
         problem = chat_blocker(view)
@@ -458,10 +457,14 @@ def conversation_of(slug: str, view_id: str | None, pane_path: str | None,
 
 def _loaded(config: config_mod.Config, tmux: Tmux) -> tuple[Core, list[HookEvent]]:
     """A Core as `Core.load` makes it, keeping the events it read."""
-    events = hooks.read_recent(config, BACKLOG_BYTES)
     core = Core(config, tmux)
-    core.board.apply_events(events)
-    core.refresh()
+    events: list[HookEvent] = []
+
+    def read() -> list[HookEvent]:
+        events.extend(hooks.read_recent(config, BACKLOG_BYTES))
+        return events
+
+    core.refresh(read)  # status files first, then events (Core.load says why)
     return core, events
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from cbos import state as st
 from cbos.config import Config
 from cbos.dialog import Dialog, answer_keys, parse_dialog
 from cbos.errors import RefusedError, TmuxError
+from cbos.hooks import HookEvent
 from cbos.model import Board, SessionView, Snapshot, read_status_files
 from cbos.procs import ProcTable
 from cbos.sessions import Session
@@ -47,13 +48,26 @@ class Core:
 
     def load(self) -> Core:
         """Apply the events written while no cbos ran, then look at tmux once."""
+        # Status files and processes first, events second: Claude writes a hook's event
+        # before it changes its status file, so events read later are never older than
+        # the status file read before them (the other order shows a status change the
+        # events do not explain yet, e.g. "waiting" without its PermissionRequest).
+        gathered = self.gather()
         self.board.apply_events(hooks.read_recent(self.config, BACKLOG_BYTES))
-        self.refresh()
+        self.apply(gathered)
+        self.read_dialogs()
         return self
 
-    def refresh(self) -> None:
-        """One tmux listing, one process snapshot, the status files, and open dialogs."""
-        self.apply(self.gather())
+    def refresh(self, events: Callable[[], Iterable[HookEvent]] | None = None) -> None:
+        """One tmux listing, one process snapshot, the status files, and open dialogs.
+
+        ``events`` (new hook events) is read after the status files, for the reason
+        given in :meth:`load`.
+        """
+        gathered = self.gather()
+        if events is not None:
+            self.board.apply_events(events())
+        self.apply(gathered)
         self.read_dialogs()
 
     def gather(self) -> Gathered:

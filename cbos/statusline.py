@@ -57,9 +57,10 @@ def line(config: Config) -> str:
     from cbos.procs import Proc
     from cbos.sessions import Session
 
+    # Status files before events: a hook's event is written before the status it causes.
+    statuses = _status_by_pane(st.status_dir(os.environ))
     board = Board(stall_seconds=config.stall_seconds)
     board.apply_events(hooks.read_recent(config, EVENT_BYTES))
-    statuses = _status_by_pane(st.status_dir(os.environ))
     sessions: list[Session] = []
     files: dict[int, st.StatusFile] = {}
     for pane in panes:

@@ -50,8 +50,7 @@ def wait_for(core: Core, slug: str, wanted: set[str], timeout: float | None,
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     with hooks.Events(core.config) as events, _status_watch(core) as status:
-        core.board.apply_events(events.backlog())
-        core.refresh()
+        core.refresh(events.backlog)
         core.session(slug)  # an unknown slug fails at once, clearly
         last_refresh = time.monotonic()
         while True:
@@ -69,12 +68,11 @@ def wait_for(core: Core, slug: str, wanted: set[str], timeout: float | None,
                 wait = min(wait, deadline - now)
             fds = [events.fileno()] + ([status.fileno()] if status else [])
             ready, _, _ = select.select(fds, [], [], max(wait, 0.0))
-            fresh = events.read()
-            core.board.apply_events(fresh)
             if status is not None and status.fileno() in ready:
                 status.read()
             if ready or time.monotonic() - last_refresh >= FALLBACK_REFRESH:
                 # Status files and processes are read on every wake-up: they carry the
-                # transitions no hook reports (Esc, a denied permission).
-                core.refresh()
+                # transitions no hook reports (Esc, a denied permission). Events are read
+                # after them (Core.load says why).
+                core.refresh(events.read)
                 last_refresh = time.monotonic()
