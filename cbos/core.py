@@ -78,7 +78,8 @@ class Core:
         procs = ProcTable.snapshot()
         try:
             found = sessions.discover(self.tmux, self.config, procs)
-            up = True
+            # No panes can mean no server: ask (one call, only when the list is empty).
+            up = bool(found) or self.tmux.alive()
         except TmuxError:
             found, up = [], False
         pids = [s.claude.pid for s in found if s.claude is not None]

@@ -72,6 +72,7 @@ class Engine:
         self._done: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._refreshing = False
+        self._closed = False
         self._last_refresh = 0.0
         self._last_pipe_check = 0.0
         self._snapshot: Snapshot | None = None
@@ -126,6 +127,7 @@ class Engine:
             self.report(exc)
 
     def close(self) -> None:
+        self._closed = True
         self._worker.shutdown(wait=False, cancel_futures=True)
         for closer in (self.tail.close, self.events.close):
             with contextlib.suppress(Exception):
@@ -139,6 +141,8 @@ class Engine:
     def run(self, work: Callable[[], T], done: Callable[[Outcome], None] | None = None) -> None:
         """Run ``work`` on the worker thread; call ``done`` with its Outcome on this thread."""
         def finished(future: Future[T]) -> None:
+            if future.cancelled() or self._closed:
+                return  # the engine is closing: nobody is left to hear the outcome
             exc = future.exception()
             if exc is None:
                 outcome = Outcome(True, future.result())
@@ -149,7 +153,7 @@ class Engine:
                 outcome = Outcome(False, error=f"internal error: {exc!r} (see cbos.log)")
             if done is not None:
                 self._done.put(lambda: done(outcome))
-                with contextlib.suppress(BlockingIOError):
+                with contextlib.suppress(OSError):
                     os.write(self._wake_w, b"x")
 
         self._worker.submit(work).add_done_callback(finished)

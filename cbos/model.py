@@ -133,6 +133,13 @@ class Board:
             dialog=self.dialogs.get(session.slug), stall_seconds=self.stall_seconds,
         )
         verdict = st.infer(signals)
+        previous = self._views.get(session.slug)
+        if previous is not None and (previous.state, previous.reason) == (verdict.state,
+                                                                          verdict.reason):
+            # Some verdicts can only say "now" (no signal dates them): keep the time the
+            # state was first shown, so ages grow and snapshots stay equal.
+            verdict = st.Verdict(verdict.state, verdict.reason,
+                                 min(previous.since, verdict.since))
         session_id = (track.session_id if track and track.session_id else None) or (
             status.session_id if status else None)
         return SessionView(

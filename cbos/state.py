@@ -51,6 +51,7 @@ ICONS: Final[Mapping[State, str]] = MappingProxyType({
 })
 
 CLOCK_SLACK = 0.02  # seconds: hook timestamps vs the status file's, see _from_hooks
+SETTLED = 2.0  # seconds a status file must have said idle to overrule an open turn
 REASON_WIDTH = 72  # longest quoted text in a reason; the rest becomes "…"
 
 
@@ -720,7 +721,14 @@ def _from_hooks(s: Signals, t: Track, sf: StatusFile | None) -> Verdict:
     # and auto mode's dialogs fire none (the file can even be stamped within the same
     # 10 ms as the PreToolUse before it).
     file_waits = sf is not None and sf.status == "waiting" and t.permission is None
-    if sf is None or sf.status_updated_at is None or not (file_newer or file_waits):
+    # An Esc within CLOCK_SLACK of the last hook leaves the file "idle" with a stamp that
+    # does not look newer; a turn that is really running keeps the file "busy", so idle
+    # for a while under a track that says "in turn" means the turn ended unreported.
+    file_settled = (sf is not None and sf.status in ("idle", "shell")
+                    and sf.status_updated_at is not None and t.phase in IN_TURN
+                    and s.now - max(sf.status_updated_at, t.evidence_ts) > SETTLED)
+    if sf is None or sf.status_updated_at is None or not (
+            file_newer or file_waits or file_settled):
         return _with_dialog(s, t, hooks)
     # The status file changed after the last hook that set the phase: something happened
     # that fires no hook (Esc, a denied or granted permission, a dialog: README).

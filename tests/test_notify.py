@@ -440,7 +440,7 @@ def test_a_session_asking_for_permission_is_announced_once(
     pane = start_session(cli, tmux, tmp_path, "AUTH")
     client = attach(server.socket_name, "home")
     the_engine = engine()
-    Notifier(the_engine.core.tmux, the_engine).start()
+    # The engine starts its own Notifier (engine.start), as the TUI and serve rely on.
     the_engine.start()
 
     def bell() -> str:
