@@ -26,6 +26,7 @@ from cbos.config import Config
 from cbos.core import Core, Gathered
 from cbos.errors import CbosError, RefusedError
 from cbos.model import SessionView, Snapshot
+from cbos.sessions import Session
 from cbos.tmux import Tmux
 
 log = logging.getLogger(__name__)
@@ -293,62 +294,46 @@ class Engine:
 
     # -- actions (validated here, carried out on the worker) ---------------------------------
 
-    def _session_pane(self, slug: str) -> tuple[str, SessionView]:
-        session = self.core.session(slug)
-        view = self.view(slug)
-        if view is None:
-            raise RefusedError(f"{slug} is not on the board yet; try again in a moment")
-        return session.pane.pane_id, view
+    def _target(self, slug: str, done: Callable[[Outcome], None] | None,
+                ) -> tuple[Session, SessionView] | None:
+        """The session and its view for an action, or None after telling ``done`` why."""
+        try:
+            session = self.core.session(slug)
+            view = self.view(slug)
+            if view is None:
+                raise RefusedError(f"{slug} is not on the board yet; try again in a moment")
+        except CbosError as exc:
+            if done:
+                done(Outcome(False, error=str(exc)))
+            return None
+        return session, view
 
     def send(self, slug: str, text: str, done: Callable[[Outcome], None] | None = None) -> None:
-        try:
-            pane_id, view = self._session_pane(slug)
-        except CbosError as exc:
-            if done:
-                done(Outcome(False, error=str(exc)))
-            return
-        core = self.core
-        self.run(lambda: core.send_to(pane_id, slug, view, text), done)
+        if (target := self._target(slug, done)) is not None:
+            pane_id, view, core = target[0].pane.pane_id, target[1], self.core
+            self.run(lambda: core.send_to(pane_id, slug, view, text), done)
 
     def interrupt(self, slug: str, done: Callable[[Outcome], None] | None = None) -> None:
-        try:
-            pane_id, _ = self._session_pane(slug)
-        except CbosError as exc:
-            if done:
-                done(Outcome(False, error=str(exc)))
-            return
-        tmux = self.core.tmux
-        self.run(lambda: tmux.interrupt(pane_id, slug), done)
+        if (target := self._target(slug, done)) is not None:
+            pane_id, tmux = target[0].pane.pane_id, self.core.tmux
+            self.run(lambda: tmux.interrupt(pane_id, slug), done)
 
     def answer(self, slug: str, choice: str,
                done: Callable[[Outcome], None] | None = None) -> None:
-        try:
-            pane_id, view = self._session_pane(slug)
-        except CbosError as exc:
-            if done:
-                done(Outcome(False, error=str(exc)))
-            return
-        core = self.core
-        self.run(lambda: core.answer_to(pane_id, slug, view, choice), done)
+        if (target := self._target(slug, done)) is not None:
+            pane_id, view, core = target[0].pane.pane_id, target[1], self.core
+            self.run(lambda: core.answer_to(pane_id, slug, view, choice), done)
 
     def buffer(self, slug: str, done: Callable[[Outcome], None],
                colours: bool = True) -> None:
-        try:
-            pane_id, _ = self._session_pane(slug)
-        except CbosError as exc:
-            done(Outcome(False, error=str(exc)))
-            return
-        tmux = self.core.tmux
-        self.run(lambda: tmux.capture(pane_id, colours=colours), done)
+        if (target := self._target(slug, done)) is not None:
+            pane_id, tmux = target[0].pane.pane_id, self.core.tmux
+            self.run(lambda: tmux.capture(pane_id, colours=colours), done)
 
     def kill(self, slug: str, done: Callable[[Outcome], None] | None = None) -> None:
-        try:
-            session = self.core.session(slug)
-        except CbosError as exc:
-            if done:
-                done(Outcome(False, error=str(exc)))
+        if (target := self._target(slug, done)) is None:
             return
-        tmux = self.core.tmux
+        session, tmux = target[0], self.core.tmux
 
         def finished(outcome: Outcome) -> None:
             self.refresh()
