@@ -34,6 +34,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from bench import compile_cbos
+
 ROOT = Path(__file__).resolve().parent.parent
 RECORDING = ROOT / "tests" / "fixtures" / "claude-code-2.1.328" / "events_all.jsonl"
 SIZES = (0, 10, 50)
@@ -163,6 +165,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100, help="rounds (default 100)")
     args = parser.parse_args()
+    compile_cbos()  # as a wheel install does (see bench/__init__.py)
     if shutil.which("tmux") is None:
         raise SystemExit("tmux is not installed")
 

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import pyte
 
+from bench import compile_cbos
+
 REPO = Path(__file__).resolve().parent.parent
 COLS, ROWS = 120, 40
 STREAMING = 6
@@ -269,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, help="first-paint runs per case (default 9)")
     p.add_argument("--keys", type=int, help="key presses timed (default 400)")
     args = p.parse_args(argv)
+    compile_cbos()  # as a wheel install does (see bench/__init__.py)
     if shutil.which("tmux") is None:
         print("tmux is not installed", file=sys.stderr)
         return 1

@@ -27,8 +27,6 @@ class Proc:
     cmdline: tuple[str, ...]
     create_time: float
     status: str
-    rss: int = 0
-    cpu_seconds: float = 0.0
 
     @property
     def command(self) -> str:
@@ -61,20 +59,18 @@ class ProcTable:
         import psutil
 
         table = cls()
-        attrs = ["pid", "ppid", "name", "cmdline", "create_time", "status", "memory_info",
-                 "cpu_times"]
+        # Memory and CPU are read only for the few trees someone asks about
+        # (tree_usage): for every process they would cost a third of the snapshot.
+        attrs = ["pid", "ppid", "name", "cmdline", "create_time", "status"]
         for p in psutil.process_iter(attrs):
             info = p.info
             if info.get("pid") is None:
                 continue
-            mem = info.get("memory_info")
-            cpu = info.get("cpu_times")
             proc = Proc(
                 pid=info["pid"], ppid=info.get("ppid") or 0, name=info.get("name") or "",
                 cmdline=tuple(info.get("cmdline") or ()),
                 create_time=info.get("create_time") or 0.0,
-                status=info.get("status") or "", rss=mem.rss if mem else 0,
-                cpu_seconds=(cpu.user + cpu.system) if cpu else 0.0,
+                status=info.get("status") or "",
             )
             table.procs[proc.pid] = proc
             table.children.setdefault(proc.ppid, []).append(proc.pid)
@@ -119,8 +115,22 @@ class ProcTable:
         return tools
 
     def tree_usage(self, pid: int) -> tuple[int, float]:
-        """(RSS bytes, CPU seconds) of a process and everything under it."""
+        """(RSS bytes, CPU seconds) of a process and everything under it, read now."""
+        import psutil
+
         root = self.procs.get(pid)
         procs = [root] if root else []
         procs.extend(self.descendants(pid))
-        return sum(p.rss for p in procs), sum(p.cpu_seconds for p in procs)
+        rss, cpu = 0, 0.0
+        for proc in procs:
+            try:
+                handle = psutil.Process(proc.pid)
+                if handle.create_time() != proc.create_time:
+                    continue  # the pid was reused since the snapshot
+                with handle.oneshot():
+                    rss += handle.memory_info().rss
+                    times = handle.cpu_times()
+                    cpu += times.user + times.system
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue  # gone since the snapshot, or not ours to read: normal
+        return rss, cpu

@@ -18,8 +18,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cbos.errors import RefusedError, TmuxError
+
+if TYPE_CHECKING:
+    import libtmux
 
 MIN_VERSION = (3, 2)
 SEP = "\x1f"  # unit separator: never in slugs, and tmux passes it through unescaped
@@ -134,26 +138,36 @@ class Tmux:
     """A tmux server, by socket name (``tmux -L``); ``None`` is the user's default server."""
 
     def __init__(self, socket_name: str | None = None) -> None:
-        # Imported here, not at module level: libtmux costs ~60 ms to import, and the
-        # status-line path (`cbos status`, run by tmux every interval) lists panes with
-        # one plain tmux call instead (see `quick_list_panes`).
-        import libtmux
-
+        tmux_binary()  # a missing or too old tmux fails here, clearly, not mid-action
         self.socket_name = socket_name
-        self.server = libtmux.Server(socket_name=socket_name, tmux_bin=tmux_binary())
+        self._server: libtmux.Server | None = None
+
+    @property
+    def server(self) -> libtmux.Server:
+        # Imported on first use, not at module level: libtmux costs ~40-60 ms to import,
+        # which the status line (`cbos status`) and the TUI's first paint (whose only
+        # tmux call is the plain pane listing) need not pay.
+        if self._server is None:
+            import libtmux
+
+            self._server = libtmux.Server(socket_name=self.socket_name,
+                                          tmux_bin=tmux_binary())
+        return self._server
 
     # -- the one wrapper ------------------------------------------------------------------
 
     def _server_args(self) -> list[str]:
         return [f"-L{self.socket_name}"] if self.socket_name else []
 
-    def cmd(self, *args: str, stdin: bytes | None = None, check: bool = True) -> list[str]:
+    def cmd(self, *args: str, stdin: bytes | None = None, check: bool = True,
+            plain: bool = False) -> list[str]:
         """Run one tmux command line (``";"`` separates commands); return stdout lines.
 
         With ``stdin`` the bytes are fed to tmux (for ``load-buffer -``), which libtmux
-        cannot do, so that single case runs the same binary and socket directly.
+        cannot do, so that case runs the same binary and socket directly; so does the
+        read-only pane listing (``plain``), which must not wait for libtmux's import.
         """
-        if stdin is None:
+        if stdin is None and not plain:
             result = self.server.cmd(*args)
             out, err, code = result.stdout, result.stderr, result.returncode
         else:
@@ -181,7 +195,7 @@ class Tmux:
     def list_panes(self) -> list[Pane]:
         """Every pane of every session in one query; no server means an empty list."""
         try:
-            lines = self.cmd("list-panes", "-a", "-F", PANE_FORMAT)
+            lines = self.cmd("list-panes", "-a", "-F", PANE_FORMAT, plain=True)
         except TmuxError as exc:
             if "no tmux server is running" in str(exc):
                 return []
