@@ -2,6 +2,6 @@
 
 import sys
 
-from cbos.cli import main
+from cbos.entry import main
 
 sys.exit(main())

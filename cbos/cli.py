@@ -568,32 +568,9 @@ def _command_of(words: Sequence[str]) -> str | None:
     return None
 
 
-def status_fast_path(words: Sequence[str]) -> int | None:
-    """`cbos status [-L NAME]` without argparse or logging: tmux runs it every interval."""
-    socket: str | None = None
-    if list(words) == ["status"]:
-        pass
-    elif len(words) == 3 and words[0] in ("-L", "--socket-name") and words[2] == "status":
-        socket = words[1]
-    else:
-        return None
-    from cbos import statusline
-
-    config = config_mod.load()
-    if socket:
-        config = config.replace(tmux_socket=socket)
-    text = statusline.line(config)
-    if text:
-        print(text)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
-        fast = status_fast_path(args_list)
-        if fast is not None:
-            return fast
         # Everything after a lone "--" goes to claude untouched (`cbos new . -- --model x`);
         # argparse's REMAINDER would also swallow cbos's own options placed after PATH.
         extra: list[str] = []

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from cbos import state as st
     from cbos.config import Config
 
-EVENT_BYTES = 256 << 10  # the newest turns of every pane; older events rarely matter here
+EVENT_BYTES = 128 << 10  # the newest turns of every pane; older events rarely matter here
 _SHELLS = frozenset({"", "bash", "zsh", "sh", "fish", "dash"})
 
 
