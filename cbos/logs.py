@@ -100,6 +100,7 @@ class _Log:
     prev: _Segment | None = None  # SLUG.log.1, kept for read_since
     ring: deque[bytes] = field(default_factory=deque)  # the last output, whole chunks
     ring_size: int = 0
+    prefill_end: int | None = None  # output before this offset joins the ring when asked
     decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
@@ -249,8 +250,23 @@ class Tail:
             lg = self._logs.get(slug)
             if lg is None:
                 return b""
+            if lg.prefill_end is not None:
+                self._prefill(lg)
             data = b"".join(lg.ring)
             return data[len(data) - self._max_buffer:] if len(data) > self._max_buffer else data
+
+    def _prefill(self, lg: _Log) -> None:
+        """Put the output from before the tail started in front of the ring."""
+        end, lg.prefill_end = lg.prefill_end or 0, None
+        room = self._max_buffer - lg.ring_size
+        if room <= 0 or end <= 0:
+            return
+        start = max(0, end - room)
+        data, _, _ = self.read_since(lg.slug, start)
+        data = data[:end - start]
+        data = data[_skip_continuation(data) if start else 0:]
+        lg.ring.appendleft(data)
+        lg.ring_size += len(data)
 
     def offset(self, slug: str) -> int:
         """Logical offset after the last byte emitted (0 for an unknown session)."""
@@ -393,11 +409,9 @@ class Tail:
         lg.readers.append(reader)
         lg.offset = reader.base + reader.pos
         if prefill and self._max_buffer and lg.offset:
-            start = max(0, lg.offset - self._max_buffer)
-            data, _, _ = self.read_since(slug, start)
-            data = data[_skip_continuation(data) if start else 0:]
-            lg.ring.append(data)
-            lg.ring_size = len(data)
+            # Read on first use, not now: a hundred logs at start would cost the first
+            # paint ~10 MB of reading that the preview (tmux's capture) never needs.
+            lg.prefill_end = lg.offset
 
     def _number(self, lg: _Log, reader: _Reader, size: int) -> None:
         """Set the base of a file first seen, from the sidecar, so offsets survive restarts."""

@@ -62,7 +62,8 @@ _OFF = frozenset({"off", "no", "false", "0", "none"})
 
 
 class TmuxLike(Protocol):
-    def cmd(self, *args: str, stdin: bytes | None = None, check: bool = True) -> list[str]: ...
+    def cmd(self, *args: str, stdin: bytes | None = None, check: bool = True,
+            plain: bool = False) -> list[str]: ...
 
 
 class EngineLike(Protocol):
@@ -253,7 +254,9 @@ class Notifier:
         values = {}
         for name in DEFAULTS:
             try:
-                lines = self._tmux.cmd("show-options", "-gqv", name)
+                # plain: read-only, and at start-up it must not pull libtmux's import
+                # onto the worker while the first paint is being drawn.
+                lines = self._tmux.cmd("show-options", "-gqv", name, plain=True)
             except CbosError as exc:  # no server yet: defaults, read again later
                 log.debug("reading %s: %s", name, exc)
                 lines = []

@@ -187,7 +187,12 @@ class Tmux:
         return f" on socket {self.socket_name!r}" if self.socket_name else ""
 
     def alive(self) -> bool:
-        return bool(self.server.is_alive())
+        """Whether the server answers (a plain call: asked on refreshes that list nothing)."""
+        try:
+            self.cmd("list-sessions", "-F", "#{session_id}", plain=True)
+        except TmuxError:
+            return False
+        return True
 
     # -- listing --------------------------------------------------------------------------
 

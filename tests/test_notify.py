@@ -246,7 +246,8 @@ class RecordingTmux:
         self.calls: list[tuple[str, ...]] = []
         self.options = options or {}
 
-    def cmd(self, *args: str, stdin: bytes | None = None, check: bool = True) -> list[str]:
+    def cmd(self, *args: str, stdin: bytes | None = None, check: bool = True,
+            plain: bool = False) -> list[str]:
         self.calls.append(args)
         if args[0] == "show-options":
             value = self.options.get(args[-1], "")
