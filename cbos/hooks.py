@@ -36,9 +36,6 @@ from importlib import resources
 from pathlib import Path, PurePath
 from typing import Any
 
-from inotify_simple import INotify
-from inotify_simple import flags as inflags
-
 from cbos.config import Config, ensure_dirs, touch_private
 from cbos.errors import CbosError
 
@@ -78,8 +75,8 @@ GRACE = 2.0
 
 _ATTEMPTS = 3  # reads of a settings file that changes under cbos before it gives up
 _COMMAND_TAIL = [">/dev/null", "2>&1;", "exit", "0"]
-_DIR_MASK = (inflags.CREATE | inflags.MODIFY | inflags.DELETE | inflags.MOVED_FROM
-             | inflags.MOVED_TO | inflags.ATTRIB | inflags.DELETE_SELF | inflags.MOVE_SELF)
+# inotify_simple is imported by Events only: `cbos status` reads the events file once
+# and should not pay for ctypes (~6 ms of its start-up budget).
 
 
 @dataclass(frozen=True)
@@ -660,6 +657,13 @@ class Events:
         self._backlog_from: tuple[int | None, Ident | None, int] | None = (None, None, 0)
         self._closed = False
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        from inotify_simple import INotify
+        from inotify_simple import flags as inflags
+
+        self._inflags = inflags
+        self._dir_mask = (inflags.CREATE | inflags.MODIFY | inflags.DELETE
+                          | inflags.MOVED_FROM | inflags.MOVED_TO | inflags.ATTRIB
+                          | inflags.DELETE_SELF | inflags.MOVE_SELF)
         self._inotify = INotify(nonblocking=True)
         self._wd: int | None = None
         try:
@@ -705,13 +709,13 @@ class Events:
 
     def _watch(self) -> None:
         try:
-            self._wd = self._inotify.add_watch(self.path.parent, _DIR_MASK)
+            self._wd = self._inotify.add_watch(self.path.parent, self._dir_mask)
         except OSError:
             self._wd = None  # the dir is gone; tried again on every read
 
     def _drain_wakeups(self) -> None:
         for event in self._inotify.read(timeout=0):
-            if event.mask & inflags.IGNORED:
+            if event.mask & self._inflags.IGNORED:
                 self._wd = None
         if self._wd is None:
             self._watch()
