@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Any
 
 import urwid
 
-_CSI = re.compile(r"\x1b\[([0-9;:]*)([A-Za-z])|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
+# Any CSI sequence (private ones like ESC[?25l included), charset selections, and the
+# one-byte escapes; only plain SGR (final byte "m", no private marker) changes the style.
+_CSI = re.compile(r"\x1b\[([0-9;:<=>?]*)[ -/]*([@-~])|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
 _BASIC = ("black", "dark red", "dark green", "brown", "dark blue", "dark magenta",
           "dark cyan", "light gray", "dark gray", "light red", "light green", "yellow",
           "light blue", "light magenta", "light cyan", "white")
@@ -59,6 +62,34 @@ def _extended(params: list[int], i: int) -> tuple[str | None, int]:
     return None, len(params)
 
 
+# SGR codes that switch one emphasis on or off.
+_FLAGS: dict[int, tuple[str, bool]] = {
+    1: ("bold", True), 3: ("italics", True), 4: ("underline", True), 7: ("reverse", True),
+    9: ("strike", True), 21: ("bold", False), 22: ("bold", False), 23: ("italics", False),
+    24: ("underline", False), 27: ("reverse", False), 29: ("strike", False),
+}
+
+
+def _colour(code: int) -> tuple[str, str] | None:
+    """("fg" or "bg", colour) for the 8/16-colour and default codes."""
+    if 30 <= code <= 37:
+        return "fg", _BASIC[code - 30]
+    if 90 <= code <= 97:
+        return "fg", _BASIC[code - 90 + 8]
+    if 40 <= code <= 47:
+        return "bg", _BASIC[code - 40]
+    if 100 <= code <= 107:
+        return "bg", _BASIC[code - 100 + 8]
+    if code in (39, 49):
+        return ("fg" if code == 39 else "bg"), "default"
+    return None
+
+
+def _with(style: Style, name: str, value: Any) -> Style:
+    changes: dict[str, Any] = {name: value}
+    return replace(style, **changes)
+
+
 def apply_sgr(style: Style, text: str) -> Style:
     """The style after one SGR parameter string (``"1;38;5;174"``)."""
     params = [int(p) if p.isdigit() else 0 for p in re.split("[;:]", text)] if text else [0]
@@ -68,42 +99,15 @@ def apply_sgr(style: Style, text: str) -> Style:
         i += 1
         if code == 0:
             style = PLAIN
-        elif code == 1:
-            style = replace(style, bold=True)
-        elif code == 3:
-            style = replace(style, italics=True)
-        elif code == 4:
-            style = replace(style, underline=True)
-        elif code == 7:
-            style = replace(style, reverse=True)
-        elif code == 9:
-            style = replace(style, strike=True)
-        elif code in (21, 22):
-            style = replace(style, bold=False)
-        elif code == 23:
-            style = replace(style, italics=False)
-        elif code == 24:
-            style = replace(style, underline=False)
-        elif code == 27:
-            style = replace(style, reverse=False)
-        elif code == 29:
-            style = replace(style, strike=False)
-        elif 30 <= code <= 37:
-            style = replace(style, fg=_BASIC[code - 30])
-        elif 90 <= code <= 97:
-            style = replace(style, fg=_BASIC[code - 90 + 8])
-        elif 40 <= code <= 47:
-            style = replace(style, bg=_BASIC[code - 40])
-        elif 100 <= code <= 107:
-            style = replace(style, bg=_BASIC[code - 100 + 8])
-        elif code == 39:
-            style = replace(style, fg="default")
-        elif code == 49:
-            style = replace(style, bg="default")
+        elif code in _FLAGS:
+            name, on = _FLAGS[code]
+            style = _with(style, name, on)
+        elif (basic := _colour(code)) is not None:
+            style = _with(style, *basic)
         elif code in (38, 48):
             colour, i = _extended(params, i)
             if colour is not None:
-                style = replace(style, fg=colour) if code == 38 else replace(style, bg=colour)
+                style = _with(style, "fg" if code == 38 else "bg", colour)
     return style
 
 
@@ -128,7 +132,7 @@ def to_markup(text: str) -> Markup:
     for match in _CSI.finditer(text):
         if match.start() > pos:
             markup.append((attr_spec(style), text[pos:match.start()]))
-        if match.group(2) == "m":
+        if match.group(2) == "m" and not any(c in match.group(1) for c in "<=>?"):
             style = apply_sgr(style, match.group(1))
         pos = match.end()
     if pos < len(text):
