@@ -23,7 +23,7 @@ from cbos.procs import ProcTable
 from cbos.sessions import Session
 from cbos.tmux import Tmux
 
-BACKLOG_BYTES = 8 << 20  # enough events to rebuild every pane's turn on start-up
+BACKLOG_BYTES = 2 << 20  # the newest turns of every pane; each CLI call pays ~30 ms per MB
 DIALOG_GRACE = 1.0  # Claude's dialogs ignore keys for about a second after they open
 
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from cbos import hooks, logs
 from cbos import state as st
 from cbos.config import Config
-from cbos.core import Core, Gathered
+from cbos.core import BACKLOG_BYTES, Core, Gathered
 from cbos.errors import CbosError, RefusedError
 from cbos.model import SessionView, Snapshot
 from cbos.sessions import Session
@@ -107,8 +107,9 @@ class Engine:
             from cbos.notify import Notifier
 
             Notifier(self.core.tmux, self).start()
-        self.core.board.apply_events(self.events.backlog())
-        self.core.apply(self.core.gather())
+        gathered = self.core.gather()  # status files before events: see Core.load
+        self.core.board.apply_events(self.events.backlog(BACKLOG_BYTES))
+        self.core.apply(gathered)
         self._last_refresh = time.monotonic()
         self.refresh_dialogs()
         self.publish()
