@@ -51,6 +51,17 @@ def fake_claude(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def quiet_fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The fake claude reports each prompt to the returned file; no idle notification
+    (it comes late and muddles states); dialogs take keys after 0.3 s, not ~1 s."""
+    log = tmp_path / "prompts.jsonl"
+    monkeypatch.setenv("CBOS_CLAUDE_ENV_VARS",
+                       f"FAKE_CLAUDE_LOG={log} FAKE_CLAUDE_IDLE_NOTIFY_S=60 "
+                       "FAKE_CLAUDE_DIALOG_GRACE_S=0.3")
+    return log
+
+
+@pytest.fixture
 def tmux(server: libtmux.Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tmux]:
     """cbos's tmux layer on the private server of libtmux's `server` fixture."""
     assert server.socket_name is not None

@@ -385,12 +385,8 @@ def test_registry_updates_from_two_processes_are_not_lost(
 
 
 @pytest.fixture
-def prompt_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    log = tmp_path / "prompts.jsonl"
-    monkeypatch.setenv("CBOS_CLAUDE_ENV_VARS",
-                       f"FAKE_CLAUDE_LOG={log} FAKE_CLAUDE_IDLE_NOTIFY_S=60 "
-                       "FAKE_CLAUDE_DIALOG_GRACE_S=0.3")
-    return log
+def prompt_log(quiet_fake: Path) -> Path:
+    return quiet_fake
 
 
 def prompts(path: Path) -> list[str]:

@@ -363,9 +363,8 @@ def start_session(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str) -> str:
 
 
 @pytest.fixture
-def quick_fake(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CBOS_CLAUDE_ENV_VARS",
-                       "FAKE_CLAUDE_IDLE_NOTIFY_S=60 FAKE_CLAUDE_DIALOG_GRACE_S=0.3")
+def quick_fake(quiet_fake: Path) -> None:
+    """Fast dialogs and no idle notification (conftest's quiet_fake)."""
 
 
 def test_status_line_shows_real_cbos_status(quick_fake: None, fake_claude: Path, srv: Server,

@@ -23,13 +23,9 @@ Cli = Callable[..., CliResult]
 
 
 @pytest.fixture(autouse=True)
-def prompt_log(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """The fake reports each prompt here; no idle notifications muddle the states."""
-    log = tmp_path / "prompts.jsonl"
-    monkeypatch.setenv("CBOS_CLAUDE_ENV_VARS",
-                       f"FAKE_CLAUDE_LOG={log} FAKE_CLAUDE_IDLE_NOTIFY_S=60 "
-                       "FAKE_CLAUDE_DIALOG_GRACE_S=0.3")
-    return log
+def prompt_log(quiet_fake: Path) -> Path:
+    """Every test here: prompts reported, no idle notification muddling states."""
+    return quiet_fake
 
 
 def prompts(path: Path) -> list[tuple[str, int]]:

@@ -24,13 +24,9 @@ Cli = Callable[..., CliResult]
 
 
 @pytest.fixture(autouse=True)
-def quick_fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Fast model delays; the fake reports prompts to a log we can read."""
-    log = tmp_path / "prompts.jsonl"
-    monkeypatch.setenv("CBOS_CLAUDE_ENV_VARS",
-                       f"FAKE_CLAUDE_LOG={log} FAKE_CLAUDE_IDLE_NOTIFY_S=60 "
-                       "FAKE_CLAUDE_DIALOG_GRACE_S=0.3")
-    return log
+def quick_fake(quiet_fake: Path) -> Path:
+    """Every test here: prompts reported, fast dialogs, no idle notification."""
+    return quiet_fake
 
 
 def views(cli: Cli) -> dict[str, dict[str, Any]]:

@@ -535,12 +535,8 @@ Cli = Callable[..., CliResult]
 
 
 @pytest.fixture
-def prompt_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "prompts.jsonl"
-    monkeypatch.setenv("CBOS_CLAUDE_ENV_VARS",
-                       f"FAKE_CLAUDE_LOG={path} FAKE_CLAUDE_DIALOG_GRACE_S=0.3 "
-                       "FAKE_CLAUDE_IDLE_NOTIFY_S=60")
-    return path
+def prompt_log(quiet_fake: Path) -> Path:
+    return quiet_fake
 
 
 def start_session(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str) -> Path:

@@ -111,12 +111,9 @@ def start_web(tmux: Tmux) -> Iterator[Callable[..., Harness]]:
 
 
 @pytest.fixture
-def quick_fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def quick_fake(quiet_fake: Path) -> Path:
     """The fake claude reports each prompt it receives here; its dialogs answer at once."""
-    path = tmp_path / "prompts.jsonl"
-    monkeypatch.setenv("CBOS_CLAUDE_ENV_VARS", f"FAKE_CLAUDE_LOG={path} "
-                       "FAKE_CLAUDE_IDLE_NOTIFY_S=60 FAKE_CLAUDE_DIALOG_GRACE_S=0.3")
-    return path
+    return quiet_fake
 
 
 def client(harness: Harness, path: str = "/ws/stream", **options: Any) -> ClientConnection:
