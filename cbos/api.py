@@ -42,7 +42,7 @@ from cbos.core import BACKLOG_BYTES, Core
 from cbos.errors import CbosError, NotFoundError, RefusedError, TmuxError, UsageError
 from cbos.hooks import HookEvent
 from cbos.model import SessionView
-from cbos.state import State
+from cbos.state import EXITING, State
 from cbos.tmux import Tmux, format_escape
 
 COMPOSER = "❯\u00a0"  # Claude's empty prompt line: the mark, then a NO-BREAK SPACE
@@ -182,7 +182,8 @@ def judge(watch: TurnWatch, view: SessionView | None) -> TurnWatch:
 def chat_blocker(view: SessionView) -> str | None:
     """Why a prompt cannot be chatted into this session now; None when it can."""
     slug = view.slug
-    if view.state is State.EXITED or view.pid is None:
+    # A claude past its SessionEnd still runs its hooks for a moment; it reads no prompt.
+    if view.state is State.EXITED or view.pid is None or view.reason.startswith(EXITING):
         return (f"{slug}: claude is not running ({view.reason}); "
                 f"`cbos resume {slug}` brings its conversation back")
     if view.state is State.PERMISSION:

@@ -51,6 +51,7 @@ ICONS: Final[Mapping[State, str]] = MappingProxyType({
 })
 
 CLOCK_SLACK = 0.02  # seconds: hook timestamps vs the status file's, see _from_hooks
+EXITING = "claude is exiting"  # reason prefix once SessionEnd came but the process lives
 SETTLED = 2.0  # seconds a status file must have said idle to overrule an open turn
 REASON_WIDTH = 72  # longest quoted text in a reason; the rest becomes "…"
 
@@ -780,7 +781,7 @@ def _from_hooks(s: Signals, t: Track, sf: StatusFile | None) -> Verdict:
 def _track_verdict(s: Signals, t: Track) -> Verdict:
     """The state from the hooks (and the process table) alone."""
     if t.phase == Phase.ENDED:
-        return Verdict(State.IDLE, f"claude is exiting ({_end_text(t)})", t.since)
+        return Verdict(State.IDLE, f"{EXITING} ({_end_text(t)})", t.since)
     if t.permission is not None:
         ask = t.permission
         tool = t.tool if t.tool is not None and t.tool.name == ask.tool else None

@@ -141,6 +141,9 @@ def test_chat_blocker_names_what_to_do() -> None:
         assert problem is not None and words in problem
     problem = api.chat_blocker(view(State.IDLE, "claude not running", pid=None))
     assert problem is not None and "not running" in problem
+    # Past SessionEnd the process lives on for its hooks, but reads no prompt.
+    problem = api.chat_blocker(view(State.IDLE, "claude is exiting (quit at the prompt)"))
+    assert problem is not None and "not running" in problem
 
 
 def test_conversation_of_prefers_the_newest_word() -> None:
