@@ -28,13 +28,17 @@ MIN_VERSION = (3, 2)
 SEP = "\x1f"  # unit separator: never in slugs, and tmux passes it through unescaped
 SLUG_OPTION = "@cbos_slug"
 OWNED_OPTION = "@cbos_owned"  # set on tmux sessions that cbos created (kill-session is ok)
+# Set on a pane while its pipe is the one cbos armed. A pane hook clears it whenever
+# anything else runs pipe-pane on the pane (a person's own `pipe-pane 'cat >> mine.log'`),
+# so cbos re-arms only pipes it armed, and never replaces one it did not.
+PIPE_OPTION = "@cbos_pipe"
 
 # (format, attribute) pairs of one batched `list-panes -a` query.
 _PANE_FORMAT = (
     "pane_id", "session_id", "session_name", "window_id", "window_index", "pane_index",
     "pane_pid", "pane_dead", "pane_dead_status", "pane_dead_signal", "pane_current_command",
     "pane_current_path", "pane_in_mode", "pane_pipe", "pane_width", "pane_height",
-    "session_attached", SLUG_OPTION, OWNED_OPTION,
+    "session_attached", SLUG_OPTION, OWNED_OPTION, PIPE_OPTION,
 )
 _NO_SERVER = ("no server running", "error connecting to", "server exited unexpectedly")
 
@@ -62,6 +66,12 @@ class Pane:
     attached: bool
     slug: str  # "" when cbos has not adopted the pane
     owned: bool  # cbos created the tmux session around it
+    pipe_ours: bool = False  # the pane's pipe is the one cbos armed (PIPE_OPTION)
+
+    @property
+    def foreign_pipe(self) -> bool:
+        """The pane pipes its output somewhere cbos did not choose: not ours to touch."""
+        return self.piped and not self.pipe_ours
 
     @property
     def target(self) -> str:
@@ -88,6 +98,7 @@ def _parse_pane(line: str) -> Pane | None:
         piped=f["pane_pipe"] == "1", width=_int(f["pane_width"]) or 0,
         height=_int(f["pane_height"]) or 0, attached=f["session_attached"] not in ("", "0"),
         slug=f[SLUG_OPTION], owned=f[OWNED_OPTION] == "1",
+        pipe_ours=f["pane_pipe"] == "1" and f[PIPE_OPTION] == "1",
     )
 
 
@@ -106,6 +117,28 @@ def quick_list_panes(socket_name: str | None) -> list[Pane]:
     if proc.returncode != 0:
         return []
     return parse_panes(proc.stdout.decode("utf-8", "replace").splitlines())
+
+
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh"})
+
+
+def pipe_target(argv: tuple[str, ...]) -> str | None:
+    """The log a pipe process of :meth:`Tmux.pipe` writes: ``tee -a -- LOG``, or
+    ``sh -c 'exec tee ... LOG ...'`` for the instant before the shell execs tee."""
+    if not argv:
+        return None
+    name = os.path.basename(argv[0])
+    if name == "tee":
+        return argv[-1]
+    if name in _SHELLS and len(argv) >= 3 and argv[1] == "-c" and "tee" in argv[2]:
+        try:
+            words = shlex.split(argv[2])
+        except ValueError:
+            return None
+        if "tee" in words and "--" in words[words.index("tee"):]:
+            rest = words[words.index("--", words.index("tee")) + 1:]
+            return rest[0] if rest else None
+    return None
 
 
 def format_escape(text: str) -> str:
@@ -258,15 +291,44 @@ class Tmux:
         return pane
 
     def pipe(self, pane_id: str, log_path: Path) -> None:
-        """(Re)start the pane's pipe into ``log_path``, replacing any pipe it had.
+        """Start the pane's pipe into ``log_path`` and mark it as cbos's.
 
+        Callers pipe only a pane with no pipe, or with cbos's own (:meth:`rearm` checks).
         Without ``-o``, pipe-pane closes an existing pipe and opens the new one; ``-o``
         would toggle it off instead. tmux expands formats in the command, hence the escape.
+        One command line: the hook that forgets the mark on any later pipe-pane, the pipe
+        (which fires that hook at once), then the mark.
         """
         # tee rather than cat: its argv names the log, so the pipe process can be found
         # (and found dead or stopped) in a process snapshot without opening /proc fds.
         shell = f"exec tee -a -- {shlex.quote(str(log_path))} >/dev/null"
-        self.cmd("pipe-pane", "-t", pane_id, format_escape(shell))
+        self.cmd(*self._forget_mark(pane_id), ";",
+                 "pipe-pane", "-t", pane_id, format_escape(shell), ";",
+                 "set-option", "-p", "-t", pane_id, PIPE_OPTION, "1")
+
+    def claim_pipe(self, pane_id: str) -> None:
+        """Mark the pane's running pipe as cbos's (one an older cbos armed unmarked)."""
+        self.cmd(*self._forget_mark(pane_id), ";",
+                 "set-option", "-p", "-t", pane_id, PIPE_OPTION, "1")
+
+    @staticmethod
+    def _forget_mark(pane_id: str) -> list[str]:
+        # A pane hook: it runs after every pipe-pane on this pane, whoever runs it, and
+        # leaves any global after-pipe-pane hook of the user's alone.
+        return ["set-hook", "-p", "-t", pane_id, "after-pipe-pane",
+                f"set-option -p -u {PIPE_OPTION}"]
+
+    def rearm(self, pane_id: str, log_path: Path) -> bool:
+        """Point cbos's pipe at ``log_path`` again (log rotated or deleted, tee died);
+        False, and nothing done, when the pane's pipe is not cbos's: a person's own
+        ``pipe-pane`` is never replaced. Asks tmux afresh: a listing may be seconds old."""
+        state = self.cmd("display-message", "-p", "-t", pane_id,
+                         f"#{{pane_pipe}}:#{{{PIPE_OPTION}}}")
+        piped, _, mark = (state[0] if state else "0:").partition(":")
+        if piped == "1" and mark != "1":
+            return False
+        self.pipe(pane_id, log_path)
+        return True
 
     def unpipe(self, pane_id: str) -> None:
         self.cmd("pipe-pane", "-t", pane_id)
