@@ -1,9 +1,13 @@
-"""The only module that talks to tmux (through libtmux).
+"""The only module that runs tmux: every tmux command line goes through :meth:`Tmux.cmd`.
 
-Every tmux call goes through :meth:`Tmux.cmd`. Listings are lenient (no server means no
-panes); actions are loud (a failure raises :class:`~cbos.errors.TmuxError` with tmux's own
-words). Panes and sessions are always addressed by id (``%7``, ``$3``): tmux matches names
-by prefix, and typing into the wrong session is the one mistake cbos must never make.
+Listings are lenient (no server means no panes); actions are loud (a failure raises
+:class:`~cbos.errors.TmuxError` with tmux's own words). Panes and sessions are always
+addressed by id (``%7``, ``$3``): tmux matches names by prefix, and typing into the wrong
+session is the one mistake cbos must never make.
+
+tmux runs as a plain subprocess of the binary found once (:func:`tmux_binary`): one path
+for every call, able to feed stdin (``load-buffer -``), and no library import on the
+status line's or the first paint's start-up budget.
 """
 
 from __future__ import annotations
@@ -17,12 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cbos.errors import RefusedError, TmuxError
-
-if TYPE_CHECKING:
-    import libtmux
 
 MIN_VERSION = (3, 2)
 SEP = "\x1f"  # unit separator: never in slugs, and tmux passes it through unescaped
@@ -109,16 +109,6 @@ def parse_panes(lines: Iterable[str]) -> list[Pane]:
     return [pane for pane in map(_parse_pane, lines) if pane is not None]
 
 
-def quick_list_panes(socket_name: str | None) -> list[Pane]:
-    """The pane listing without libtmux, for the status line's start-up budget."""
-    args = [tmux_binary(), *([f"-L{socket_name}"] if socket_name else []),
-            "list-panes", "-a", "-F", PANE_FORMAT]
-    proc = subprocess.run(args, capture_output=True, check=False)
-    if proc.returncode != 0:
-        return []
-    return parse_panes(proc.stdout.decode("utf-8", "replace").splitlines())
-
-
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh"})
 
 
@@ -172,49 +162,28 @@ class Tmux:
     def __init__(self, socket_name: str | None = None) -> None:
         tmux_binary()  # a missing or too old tmux fails here, clearly, not mid-action
         self.socket_name = socket_name
-        self._server: libtmux.Server | None = None
-
-    @property
-    def server(self) -> libtmux.Server:
-        # Imported on first use, not at module level: libtmux costs ~40-60 ms to import,
-        # which the status line (`cbos status`) and the TUI's first paint (whose only
-        # tmux call is the plain pane listing) need not pay.
-        if self._server is None:
-            import libtmux
-
-            self._server = libtmux.Server(socket_name=self.socket_name,
-                                          tmux_bin=tmux_binary())
-        return self._server
 
     # -- the one wrapper ------------------------------------------------------------------
 
     def _server_args(self) -> list[str]:
         return [f"-L{self.socket_name}"] if self.socket_name else []
 
-    def cmd(self, *args: str, stdin: bytes | None = None, check: bool = True,
-            plain: bool = False) -> list[str]:
+    def cmd(self, *args: str, stdin: bytes | None = None, check: bool = True) -> list[str]:
         """Run one tmux command line (``";"`` separates commands); return stdout lines.
 
-        With ``stdin`` the bytes are fed to tmux (for ``load-buffer -``), which libtmux
-        cannot do, so that case runs the same binary and socket directly; so does the
-        read-only pane listing (``plain``), which must not wait for libtmux's import.
+        ``stdin`` is fed to tmux (for ``load-buffer -``).
         """
-        if stdin is None and not plain:
-            result = self.server.cmd(*args)
-            out, err, code = result.stdout, result.stderr, result.returncode
-        else:
-            proc = subprocess.run([tmux_binary(), *self._server_args(), *args],
-                                  input=stdin, capture_output=True, check=False)
-            out = proc.stdout.decode("utf-8", "replace").splitlines()
-            err = proc.stderr.decode("utf-8", "replace").splitlines()
-            code = proc.returncode
-        if check and (code != 0 or err):
-            message = " ".join(err).strip() or f"exit status {code}"
+        proc = subprocess.run([tmux_binary(), *self._server_args(), *args],
+                              input=stdin, capture_output=True, check=False)
+        out = proc.stdout.decode("utf-8", "replace").splitlines()
+        err = proc.stderr.decode("utf-8", "replace").splitlines()
+        if check and (proc.returncode != 0 or err):
+            message = " ".join(err).strip() or f"exit status {proc.returncode}"
             if any(marker in message for marker in _NO_SERVER):
                 raise TmuxError(f"no tmux server is running{self._where()}; "
                                 "start a session with `cbos new`")
             raise TmuxError(f"tmux {args[0]} failed: {message}")
-        return list(out)
+        return out
 
     def _where(self) -> str:
         return f" on socket {self.socket_name!r}" if self.socket_name else ""
@@ -222,7 +191,7 @@ class Tmux:
     def alive(self) -> bool:
         """Whether the server answers (a plain call: asked on refreshes that list nothing)."""
         try:
-            self.cmd("list-sessions", "-F", "#{session_id}", plain=True)
+            self.cmd("list-sessions", "-F", "#{session_id}")
         except TmuxError:
             return False
         return True
@@ -232,7 +201,7 @@ class Tmux:
     def list_panes(self) -> list[Pane]:
         """Every pane of every session in one query; no server means an empty list."""
         try:
-            lines = self.cmd("list-panes", "-a", "-F", PANE_FORMAT, plain=True)
+            lines = self.cmd("list-panes", "-a", "-F", PANE_FORMAT)
         except TmuxError as exc:
             if "no tmux server is running" in str(exc):
                 return []
@@ -289,6 +258,15 @@ class Tmux:
             raise TmuxError(f"the new session {name!r} vanished at once; "
                             "check that the claude command starts by hand")
         return pane
+
+    def respawn(self, pane_id: str, path: str, command: str, env: Mapping[str, str]) -> None:
+        """Start ``command`` again in a dead pane, in place (same pane id, same pipe).
+
+        Without ``-k``, tmux refuses a pane whose process still runs: this can never kill
+        a program that came back in the meantime.
+        """
+        env_args = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
+        self.cmd("respawn-pane", "-t", pane_id, "-c", format_escape(path), *env_args, command)
 
     def pipe(self, pane_id: str, log_path: Path) -> None:
         """Start the pane's pipe into ``log_path`` and mark it as cbos's.
@@ -426,8 +404,54 @@ class Tmux:
                  "select-pane", "-t", pane.pane_id, ";",
                  "switch-client", "-t", pane.session_id)
 
-    def attach_argv(self, pane: Pane) -> list[str]:
-        """argv that attaches a terminal to the pane's session (run it, or exec it)."""
+    def select(self, pane: Pane) -> None:
+        """Make the pane the current one of its session (what an attach then shows)."""
         self.cmd("select-window", "-t", pane.window_id, ";",
                  "select-pane", "-t", pane.pane_id)
+
+    def _attach_argv(self, pane: Pane) -> list[str]:
         return [tmux_binary(), *self._server_args(), "attach-session", "-t", pane.session_id]
+
+    def attach(self, pane: Pane) -> int:
+        """``tmux attach`` to the pane's session on this terminal until it detaches; its
+        exit status. The caller selected the pane (:meth:`select`) and handed the terminal
+        over (the TUI pauses its screen)."""
+        return subprocess.run(self._attach_argv(pane), env=_outside_tmux(),
+                              check=False).returncode
+
+    def exec_attach(self, pane: Pane) -> None:
+        """Select the pane and become ``tmux attach`` (the CLI's last act): never returns."""
+        self.select(pane)
+        argv = self._attach_argv(pane)
+        os.execve(argv[0], argv, _outside_tmux())
+
+    # -- clients --------------------------------------------------------------------------
+
+    def clients(self) -> list[Client]:
+        """The attached clients (none without a server)."""
+        lines = self.cmd("list-clients", "-F", f"#{{client_name}}{SEP}#{{client_tty}}",
+                         check=False)
+        return [Client(*line.split(SEP)) for line in lines if line.count(SEP) == 1]
+
+    def show_message(self, client: str, text: str, milliseconds: int) -> None:
+        """``text`` on one client's status line; the caller makes it literal (formats)."""
+        self.cmd("display-message", "-c", client, "-d", str(milliseconds), "--", text,
+                 check=False)
+
+    def global_option(self, name: str) -> str:
+        """A global (user) option's value; "" when unset or with no server."""
+        lines = self.cmd("show-options", "-gqv", name, check=False)
+        return lines[0] if lines else ""
+
+
+@dataclass(frozen=True)
+class Client:
+    """One attached tmux client: its name (for ``-c``) and the terminal it draws on."""
+
+    name: str
+    tty: str
+
+
+def _outside_tmux() -> dict[str, str]:
+    # A client started with $TMUX set refuses to nest.
+    return {k: v for k, v in os.environ.items() if k != "TMUX"}
