@@ -438,6 +438,17 @@ class Tmux:
         self.cmd("display-message", "-c", client, "-d", str(milliseconds), "--", text,
                  check=False)
 
+    def set_global_options(self, values: Mapping[str, str | None]) -> None:
+        """Set (or, for None, unset) global user options in one command line; lenient:
+        no server means nothing to set."""
+        args: list[str] = []
+        for name, value in values.items():
+            args += [";"] if args else []
+            args += (["set-option", "-gu", name] if value is None
+                     else ["set-option", "-g", name, _argument(value)])
+        if args:
+            self.cmd(*args, check=False)
+
     def global_option(self, name: str) -> str:
         """A global (user) option's value; "" when unset or with no server."""
         lines = self.cmd("show-options", "-gqv", name, check=False)
@@ -450,6 +461,11 @@ class Client:
 
     name: str
     tty: str
+
+
+def _argument(text: str) -> str:
+    # An argument ending in ";" would end the command line instead.
+    return text[:-1] + "\\;" if text.endswith(";") else text
 
 
 def _outside_tmux() -> dict[str, str]:
