@@ -104,6 +104,60 @@ def cmd_auth(args: argparse.Namespace, ctx: Context) -> int:
     return 1 if cred.kind == "none" else 0
 
 
+def cmd_mcp(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import mcp
+
+    mcp.serve(ctx.config, args.max_preset, args.budget, args.allow_approve)
+    return 0
+
+
+def cmd_mcp_install(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import mcp
+
+    entry = mcp.server_entry(mcp.cbos_command(), args.max_preset, args.budget,
+                             args.allow_approve)
+    print(mcp.install(args.scope, entry))
+    return 0
+
+
+def cmd_mcp_uninstall(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import mcp
+
+    print(mcp.uninstall(args.scope))
+    return 0
+
+
+def cmd_mcp_status(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import mcp
+
+    found = mcp.status()
+    if args.json:
+        print(json.dumps(found, indent=2))
+    else:
+        for item in found:
+            if item["error"]:
+                state = f"cannot tell: {item['error']}"
+            elif not item["registered"]:
+                state = "not registered"
+            else:
+                missing = "" if item["command_exists"] else " (that command is missing!)"
+                state = f"registered: {item['command']} {' '.join(item['args'] or ())}{missing}"
+            print(f"{item['scope']:8} {item['file']}: {state}")
+    return 0 if any(item["registered"] for item in found) else 1
+
+
+def _ceiling(p: argparse.ArgumentParser) -> None:
+    from cbos.delegation import DEFAULT_PRESET, PRESET_NAMES
+
+    p.add_argument("--max-preset", choices=PRESET_NAMES, default=DEFAULT_PRESET,
+                   help=f"the most permissive preset sessions may get (default "
+                   f"{DEFAULT_PRESET})")
+    p.add_argument("--budget", type=usd, metavar="USD",
+                   help="total USD for everything the server starts")
+    p.add_argument("--allow-approve", action="store_true",
+                   help="let the caller answer yes to other sessions' permission dialogs")
+
+
 def register(sub: Subparsers) -> None:
     from cbos.delegation import DEFAULT_PRESET, PRESET_NAMES
 
@@ -142,6 +196,24 @@ def register(sub: Subparsers) -> None:
     p.add_argument("path", nargs="?", help="project directory (default: the current one)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_conversations)
+
+    p = sub.add_parser("mcp", help="the MCP server for Claude (stdio); install, uninstall, "
+                       "status register it")
+    _ceiling(p)
+    p.set_defaults(handler=cmd_mcp)
+    msub = p.add_subparsers(dest="mcp_command", metavar="ACTION", parser_class=type(p))
+    q = msub.add_parser("install", help="register `cbos mcp` in Claude Code's configuration")
+    q.add_argument("--scope", choices=("user", "project"), default="user",
+                   help="user: ~/.claude.json (default); project: ./.mcp.json")
+    _ceiling(q)
+    q.set_defaults(handler=cmd_mcp_install)
+    q = msub.add_parser("uninstall", help="remove exactly cbos's MCP server entry")
+    q.add_argument("--scope", choices=("user", "project"), default="user",
+                   help="user: ~/.claude.json (default); project: ./.mcp.json")
+    q.set_defaults(handler=cmd_mcp_uninstall)
+    q = msub.add_parser("status", help="where the cbos MCP server is registered")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(handler=cmd_mcp_status)
 
     p = sub.add_parser("auth", help="which credential Claude uses, and when a login expires")
     p.add_argument("--json", action="store_true", help="machine-readable output")
