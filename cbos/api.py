@@ -43,7 +43,7 @@ from cbos.errors import CbosError, NotFoundError, RefusedError, TmuxError, Usage
 from cbos.hooks import HookEvent
 from cbos.model import SessionView
 from cbos.state import EXITING, State
-from cbos.tmux import Tmux, format_escape
+from cbos.tmux import Tmux
 
 COMPOSER = "❯\u00a0"  # Claude's empty prompt line: the mark, then a NO-BREAK SPACE
 FALLBACK_REFRESH = 2.0  # look at tmux and the processes at least this often while waiting
@@ -273,9 +273,7 @@ def _size(path: Path | None) -> int:
 def chat(config: config_mod.Config, tmux: Tmux, slug: str, text: str, timeout: float,
          clock: Callable[[], float] = time.monotonic) -> ChatResult:
     """Type ``text`` into the session, wait for that turn's end, and return the reply."""
-    from cbos.cli import check_text
-
-    check_text(text)
+    sessions.check_text(text)
     if not text.strip():
         raise UsageError("the prompt is empty; give the text to send")
     deadline = clock() + timeout
@@ -498,17 +496,14 @@ def respawn(config: config_mod.Config, tmux: Tmux, pane_id: str, slug: str, path
             args: Sequence[str], env: Mapping[str, str]) -> None:
     """Start claude again in a dead pane, in place (same pane id, same log).
 
-    ``respawn-pane`` without ``-k`` refuses a pane whose process still runs: it can never
-    kill a claude that came back in the meantime.
+    It can never kill a claude that came back in the meantime (see :meth:`Tmux.respawn`).
     """
     argv = sessions.claude_argv(config, _claude_args(config, args))
     full_env = {**config.claude_env, **env, "CBOS_SESSION": slug}
-    env_args = [a for k, v in full_env.items() for a in ("-e", f"{k}={v}")]
     config_mod.ensure_dirs(config)
     log = config.log_path(slug)
     config_mod.touch_private(log)
-    tmux.cmd("respawn-pane", "-t", pane_id, "-c", format_escape(path), *env_args,
-             "exec " + shlex.join(argv))
+    tmux.respawn(pane_id, path, "exec " + shlex.join(argv), full_env)
     pane = tmux.pane(pane_id)
     if pane is not None and not pane.piped:
         # tmux 3.3a keeps a pane's pipe through its death and respawn; re-arm it where not.
@@ -689,9 +684,7 @@ class Session:
 
     def send(self, text: str) -> None:
         """Type ``text`` and Enter (refused while a dialog is open)."""
-        from cbos.cli import check_text
-
-        self.cbos.core().send(self.slug, check_text(text))
+        self.cbos.core().send(self.slug, sessions.check_text(text))
 
     def interrupt(self) -> None:
         """Ctrl+C in the pane, as a person would press it."""

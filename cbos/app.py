@@ -9,15 +9,12 @@ tmux, which has the terminal to itself while the TUI is paused.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import logging
-import os
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +26,7 @@ from cbos.engine import Engine, Outcome
 from cbos.errors import CbosError
 from cbos.logs import Chunk
 from cbos.model import Snapshot
+from cbos.tmux import Pane
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -437,40 +435,40 @@ class App:
             return
         tmux = self.engine.core.tmux
 
-        def work() -> list[str] | None:
+        def work() -> bool:
             if tmux.inside():
                 tmux.switch_client(pane)
-                return None
-            return tmux.attach_argv(pane)
+                return True
+            tmux.select(pane)  # here on the worker; only the attach needs the loop
+            return False
 
         def done(outcome: Outcome) -> None:
             if not outcome.ok:
                 self.room.error(outcome.error)
-            elif outcome.value is None:
+            elif outcome.value:
                 self.room.notice(f"switched to {slug}")
                 if self.popup:
                     self.quit_soon()
             else:
-                self.attach(slug, outcome.value)
+                self.attach(slug, pane)
 
         self.engine.run(work, self.guard(done))
 
-    def attach(self, slug: str, argv: Sequence[str]) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "TMUX"}
+    def attach(self, slug: str, pane: Pane) -> None:
         try:
             with self.loop.paused():
-                result = subprocess.run(list(argv), env=env, check=False)
-        except OSError as exc:
+                status = self.engine.core.tmux.attach(pane)
+        except (OSError, CbosError) as exc:
             self.room.error(f"could not run tmux attach: {exc}")
             return
         finally:
             self._no_intr()
         if self.popup:
             self.quit_soon()
-        elif result.returncode == 0:
+        elif status == 0:
             self.room.notice(f"back from {slug}")
         else:
-            self.room.error(f"tmux attach to {slug} ended with status {result.returncode}")
+            self.room.error(f"tmux attach to {slug} ended with status {status}")
         self.want_capture()
 
     # -- the WebSocket server -------------------------------------------------------------
@@ -498,20 +496,16 @@ class App:
         self.room.notice(f"WebSocket server on {server.address}")
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
-    """``cbos`` with no command: the control room, until ``q``."""
+def run(config: Config, popup: bool = False, ws: WsOptions | None = None) -> int:
+    """The control room, until ``q``; in a tmux popup with ``popup``, and with the
+    WebSocket server beside it when ``ws`` says where."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CbosError("the control room needs a terminal; for scripts use `cbos ls`, "
                         "`cbos send` and friends")
-    ws = None
-    if getattr(args, "ws", False):
-        ws = WsOptions(config.api_host, config.api_port,
-                       bool(getattr(args, "allow_remote", False)),
-                       tuple(getattr(args, "allow_origin", None) or ()))
     logs_off_the_terminal()
     engine = Engine(config)
     try:
-        app = App(engine, popup=bool(getattr(args, "popup", False)))
+        app = App(engine, popup=popup)
     except BaseException:
         engine.close()
         raise

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import re
-import shlex
 import threading
 import time
 from collections import deque
@@ -47,8 +46,6 @@ _NAME = re.compile(r"^([A-Za-z0-9_-]+)\.log$")
 _DIR_MASK = (inflags.CREATE | inflags.MODIFY | inflags.DELETE | inflags.MOVED_FROM
              | inflags.MOVED_TO | inflags.ATTRIB)
 _INODE_MASK = inflags.MODIFY | inflags.CLOSE_WRITE
-_DEAD = frozenset({"stopped", "zombie", "dead", "tracing-stop"})
-_SHELLS = frozenset({"sh", "dash", "bash"})
 
 Ident = tuple[int, int]  # (st_dev, st_ino): a file's identity across renames
 
@@ -316,8 +313,7 @@ class Tail:
         that becomes it). Output the pane wrote meanwhile is lost, so the next chunk of a
         re-armed session is marked as a gap. Returns the slugs re-armed.
         """
-        healthy = {os.path.realpath(target) for proc in procs.procs.values()
-                   if proc.status not in _DEAD and (target := _pipe_target(proc.cmdline))}
+        healthy = procs.pipe_logs()
         rearmed: list[str] = []
         with self._lock:
             if self._rearm is None:
@@ -656,25 +652,6 @@ class Tail:
             os.replace(tmp, lg.base_path)
         except OSError as exc:
             log.warning("cannot save %s: %s", lg.base_path, exc)
-
-
-def _pipe_target(argv: tuple[str, ...]) -> str | None:
-    """The log a pipe process writes: ``tee -a -- LOG``, or ``sh -c 'exec tee ... LOG ...'``
-    for the instant before the shell execs tee."""
-    if not argv:
-        return None
-    name = os.path.basename(argv[0])
-    if name == "tee":
-        return argv[-1]
-    if name in _SHELLS and len(argv) >= 3 and argv[1] == "-c" and "tee" in argv[2]:
-        try:
-            words = shlex.split(argv[2])
-        except ValueError:
-            return None
-        if "tee" in words and "--" in words[words.index("tee"):]:
-            rest = words[words.index("--", words.index("tee")) + 1:]
-            return rest[0] if rest else None
-    return None
 
 
 def _is_at(path: Path, ident: Ident) -> bool:
