@@ -63,9 +63,9 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-# Run as a script (the ``claude`` shim): the package's other parts sit beside this file.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import screens
+# Run as a script (the ``claude`` shim): the package is found from the project's root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.fakeclaude import screens
 
 VERSION = "2.1.328"
 DEFAULT_MODEL = "claude-opus-5-5"
