@@ -289,7 +289,12 @@ def _identity(path: Path) -> tuple[int, int, int, int] | None:
 def sync(config: Config, board: Board) -> None:
     """Remember every session's current conversation id and path (called on each refresh;
     writes only when something changed)."""
-    seen = observed(board)
+    remember(config, observed(board))
+
+
+def remember(config: Config, seen: Mapping[str, tuple[str, str]]) -> None:
+    """Record ``seen`` (:func:`observed`) where it is new to the file; safe on any thread
+    (the file is locked; the cache has its own lock)."""
     if not seen:
         return
     path = config.sessions_file
