@@ -394,6 +394,40 @@ class Engine:
             pane_id, tmux = target[0].pane.pane_id, self.core.tmux
             self.run(lambda: tmux.capture(pane_id, colours=colours), done, SCREEN)
 
+    def screen(self, slug: str, done: Callable[[Outcome], None]) -> None:
+        """The rendered screen with its colours, and its size: ``(text, cols, rows)``."""
+        if (target := self._target(slug, done)) is not None:
+            pane, tmux = target[0].pane, self.core.tmux
+            self.run(lambda: (tmux.capture(pane.pane_id), pane.width, pane.height), done,
+                     SCREEN)
+
+    # -- output, by session name (front ends replay and show it) ---------------------------
+
+    def stream_names(self) -> list[str]:
+        """Sessions whose output is followed (a log may outlive its pane)."""
+        return self.tail.slugs()
+
+    def stream_offset(self, name: str) -> int:
+        """The offset after the last output handed to the output listeners."""
+        return self.tail.offset(name)
+
+    def stream_reader(self, name: str) -> Callable[[int, int], tuple[bytes, int, bool]]:
+        """``read(offset, limit)`` of the session's kept output; safe on any thread."""
+        tail = self.tail
+        return lambda offset, limit: tail.read_since(name, offset, limit=limit)
+
+    def output(self, name: str) -> bytes:
+        """The newest output kept in memory."""
+        return self.tail.buffer(name)
+
+    def last_message(self, name: str) -> str:
+        """Claude's last reply in full (loop thread)."""
+        board = self.core.board
+        session = board.sessions.get(name)
+        track = board.track_for(session) if session is not None else None
+        text = getattr(track, "last_message", "")
+        return text if isinstance(text, str) else ""
+
     def kill(self, slug: str, done: Callable[[Outcome], None] | None = None) -> None:
         if (target := self._target(slug, done)) is None:
             return

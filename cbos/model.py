@@ -41,10 +41,18 @@ class SessionView:
     adopted: bool
     dialog: Dialog | None = None
     usage: Mapping[str, Any] = field(default_factory=dict)
+    # The machine it runs on: None here; a [[hosts]] name for a remote session, whose slug
+    # is then "HOST:SLUG" (":" is no slug character, so names never collide).
+    host: str | None = None
 
     @property
     def icon(self) -> str:
         return st.ICONS[self.state]
+
+    @property
+    def bare(self) -> str:
+        """The slug on its own machine (what goes on the wire to that host)."""
+        return self.slug.partition(":")[2] if self.host else self.slug
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -52,6 +60,7 @@ class SessionView:
             "reason": self.reason, "since": round(self.since, 3), "pid": self.pid,
             "claude_session_id": self.claude_session_id, "tmux": self.tmux,
             "pane_id": self.pane_id, "adopted": self.adopted, "dialog": None,
+            "host": self.host,
         }
         if self.dialog is not None:
             data["dialog"] = {
