@@ -28,11 +28,9 @@ import fcntl
 import json
 import os
 import shlex
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -172,6 +170,8 @@ def hooks_block(config: Config) -> dict[str, list[dict[str, Any]]]:
 
 
 def _package_script() -> bytes:
+    from importlib import resources
+
     return resources.files("cbos").joinpath("hook.sh").read_bytes()
 
 
@@ -211,6 +211,8 @@ def settings_path(environ: Mapping[str, str] | None = None) -> Path:
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Replace ``path`` by ``data``: temp file beside it, fsync, rename, fsync the dir."""
+    import tempfile  # not at import: it pulls in shutil, random, ... (status-line budget)
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
