@@ -226,8 +226,9 @@ class Hub:
     # -- any thread ----------------------------------------------------------------------
 
     def submit(self, client: Peer, kind: str, request: dict[str, Any]) -> None:
-        """Hand a command to the loop thread: ``hello``, ``bye``, ``request`` or ``error``
-        (a reply already written, sent through the loop to keep the order of replies)."""
+        """Hand a command to the loop thread: ``hello``, ``bye``, ``request``, ``error`` (a
+        reply already written, sent through the loop to keep the order of replies) or
+        ``close`` (close the client after what is queued)."""
         self._commands.put((client, kind, request))
         if self._closed:
             return
@@ -295,6 +296,8 @@ class Hub:
         elif kind == "error":
             client.put(request["text"])
             client.slots.release()
+        elif kind == "close":  # after what is queued: the end of a client's input
+            client.put(Close(1000, "end of input"))
         elif kind == "bye":
             self._clients.discard(client)
             for key, waiting in list(self._pending.items()):

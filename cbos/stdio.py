@@ -24,7 +24,7 @@ from typing import IO, Any
 from cbos import protocol as pr
 from cbos.config import Config
 from cbos.engine import Engine
-from cbos.hub import IN_FLIGHT, Close, Hub, Peer, serve_loop
+from cbos.hub import IN_FLIGHT, Hub, Peer, serve_loop
 from cbos.tmux import Tmux
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def _read_lines(source: IO[bytes], peer: _StdioPeer, hub: Hub) -> None:
     for _ in range(IN_FLIGHT):
         if not peer.slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
             break
-    peer.put(Close(1000, "end of input"))
+    hub.submit(peer, "close", {})  # through the loop: after the greeting and every reply
 
 
 def serve_stdio(config: Config, tmux: Tmux, stdin: IO[bytes] | None = None,
