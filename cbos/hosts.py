@@ -51,6 +51,7 @@ PERSIST = 300  # seconds the shared connection outlives its last user (ControlPe
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # seconds between reconnection attempts
 HELLO_TIMEOUT = 30.0  # seconds from starting ssh to the remote's session list
 ASK_TIMEOUT = 60.0
+FLAGS = frozenset({"--stdio", "--full", "--json"})  # the only options cbos puts there
 UNIX_PATH_MAX = 100  # sun_path is 108 bytes; ssh appends a random suffix while binding
 
 
@@ -123,8 +124,8 @@ def ssh_argv(config: Config, host: HostConfig, remote: Sequence[str], tty: bool 
     every word cbos adds is a fixed keyword or a checked slug, never text to type.
     """
     for word in remote:
-        if not re.fullmatch(r"[A-Za-z0-9_:.=-]+", word) or (word.startswith("-") and \
-                word not in ("--stdio",)):
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", word) or (word.startswith("-")
+                                                          and word not in FLAGS):
             raise UsageError(f"{word!r} cannot go on a remote command line")
     directory = control_dir(config)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from cbos import config as config_mod
 from cbos.errors import CbosError, UsageError
 
 if TYPE_CHECKING:
+    from cbos.cli.remote import Remotes
     from cbos.core import Core
     from cbos.tmux import Tmux
 
@@ -83,11 +84,15 @@ def read_text_arg(words: Sequence[str]) -> str:
     return check_text(" ".join(words))
 
 
-def targets(args: argparse.Namespace, words: list[str], the_core: Core) -> tuple[list[str],
-                                                                                 list[str]]:
+def targets(args: argparse.Namespace, words: list[str], the_core: Core,
+            remotes: Remotes | None = None) -> tuple[list[str], list[str]]:
     """(slugs, remaining words) for commands that take one slug, several (A,B) or a group
-    (--all, --state)."""
+    (--all, --state); with ``remotes``, HOST:SLUG names and every host's sessions too."""
     views = the_core.snapshot().sessions
+    if remotes is not None and (args.all or args.state):
+        from cbos.cli.remote import all_views
+
+        views = tuple(all_views(remotes.ctx, views))
     if args.all or args.state:
         wanted = parse_states(args.state) if args.state else None
         slugs = [v.slug for v in views
@@ -98,7 +103,11 @@ def targets(args: argparse.Namespace, words: list[str], the_core: Core) -> tuple
                          "--state")
     slugs = [part for part in words[0].split(",") if part]
     for slug in slugs:
-        the_core.session(slug)  # unknown names fail before anything is typed anywhere
+        # Unknown names fail before anything is typed anywhere.
+        if ":" in slug and remotes is not None:
+            remotes.remote(slug)
+        else:
+            the_core.session(slug)
     return slugs, words[1:]
 
 
