@@ -38,9 +38,9 @@ import inotify_simple
 
 from cbos import config as config_mod
 from cbos import hooks, registry, sessions, transcript
-from cbos.core import BACKLOG_BYTES, Core
+from cbos.core import Core
 from cbos.errors import CbosError, NotFoundError, RefusedError, TmuxError, UsageError
-from cbos.hooks import HookEvent
+from cbos.events import Events, HookEvent, read_recent
 from cbos.model import SessionView
 from cbos.state import EXITING, State
 from cbos.tmux import Tmux, format_escape
@@ -77,7 +77,9 @@ class TurnFailed(CbosError):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class TurnOutcome:
+    """How the turn our prompt started ended (or why it cannot be followed)."""
+
     kind: str  # reply, failed, permission, exited, interrupted
     text: str = ""  # the reply, or what went wrong
     event: HookEvent | None = None
@@ -90,7 +92,7 @@ class TurnWatch:
     pane: str
     claude_pid: int | None = None
     started: HookEvent | None = None  # our UserPromptSubmit
-    outcome: Outcome | None = None
+    outcome: TurnOutcome | None = None
 
     @property
     def prompt_id(self) -> str:
@@ -121,7 +123,7 @@ def follow(watch: TurnWatch, event: HookEvent) -> TurnWatch:
     agent = payload.get("agent_id")
     if event.name == "SessionEnd" and payload.get("reason") != "clear":
         reason = payload.get("reason") or "other"
-        return replace(watch, outcome=Outcome("exited", f"claude exited ({reason})", event))
+        return replace(watch, outcome=TurnOutcome("exited", f"claude exited ({reason})", event))
     if watch.started is None:
         prompt = payload.get("prompt")
         if (event.name == "UserPromptSubmit" and not agent and isinstance(prompt, str)
@@ -132,19 +134,19 @@ def follow(watch: TurnWatch, event: HookEvent) -> TurnWatch:
         return watch
     if event.name == "Stop" and not agent:
         text = payload.get("last_assistant_message")
-        return replace(watch, outcome=Outcome("reply", text if isinstance(text, str) else "",
-                                              event))
+        reply = text if isinstance(text, str) else ""
+        return replace(watch, outcome=TurnOutcome("reply", reply, event))
     if event.name == "StopFailure":
         error = payload.get("error") or "unknown"
         text = payload.get("last_assistant_message")
         detail = f": {text}" if isinstance(text, str) and text else ""
-        return replace(watch, outcome=Outcome("failed", f"API error {error}{detail}", event))
+        return replace(watch, outcome=TurnOutcome("failed", f"API error {error}{detail}", event))
     if event.name == "PermissionRequest":
-        return replace(watch, outcome=Outcome("permission", _asks(payload), event))
+        return replace(watch, outcome=TurnOutcome("permission", _asks(payload), event))
     if event.name == "Notification" and payload.get("notification_type") in (
             "permission_prompt", "agent_needs_input"):
         message = payload.get("message") or "needs your permission"
-        return replace(watch, outcome=Outcome("permission", str(message), event))
+        return replace(watch, outcome=TurnOutcome("permission", str(message), event))
     return watch
 
 
@@ -171,11 +173,11 @@ def judge(watch: TurnWatch, view: SessionView | None) -> TurnWatch:
         return watch
     if view is None or view.state is State.EXITED or view.pid is None:
         reason = view.reason if view is not None else "its tmux pane is gone"
-        return replace(watch, outcome=Outcome("exited", reason))
+        return replace(watch, outcome=TurnOutcome("exited", reason))
     if view.state is State.PERMISSION:
-        return replace(watch, outcome=Outcome("permission", view.reason))
+        return replace(watch, outcome=TurnOutcome("permission", view.reason))
     if watch.started is not None and view.state in (State.WAITING, State.IDLE):
-        return replace(watch, outcome=Outcome("interrupted", view.reason))
+        return replace(watch, outcome=TurnOutcome("interrupted", view.reason))
     return watch
 
 
@@ -219,7 +221,7 @@ class _Wakeups:
     only the watched claude's own file (``<pid>.json``) counts as a change."""
 
     def __init__(self, config: config_mod.Config, status_dir: Path) -> None:
-        self.events = hooks.Events(config)
+        self.events = Events(config)
         self.status = inotify_simple.INotify(nonblocking=True)
         with contextlib.suppress(OSError):  # no status dir yet: the fallback refresh
             self.status.add_watch(str(status_dir), _STATUS_MASK)
@@ -281,7 +283,7 @@ def chat(config: config_mod.Config, tmux: Tmux, slug: str, text: str, timeout: f
     deadline = clock() + timeout
     core = Core(config, tmux)
     with _Wakeups(config, core.status_dir) as wake:
-        core.refresh(lambda: wake.events.backlog(BACKLOG_BYTES))
+        core.refresh(lambda: wake.events.backlog())
         session = core.session(slug)
         view = core.view(slug)
         problem = chat_blocker(view)
@@ -462,7 +464,7 @@ def _loaded(config: config_mod.Config, tmux: Tmux) -> tuple[Core, list[HookEvent
     events: list[HookEvent] = []
 
     def read() -> list[HookEvent]:
-        events.extend(hooks.read_recent(config, BACKLOG_BYTES))
+        events.extend(read_recent(config))
         return events
 
     core.refresh(read)  # status files first, then events (Core.load says why)
@@ -739,4 +741,5 @@ class Session:
     def usage(self) -> dict[str, Any]:
         """Tokens and cost so far, and the claude process tree's memory and CPU."""
         core = self.cbos.core()
-        return transcript.usage_for(core.view(self.slug), core.board.procs)
+        view = core.view(self.slug)
+        return transcript.usage_for(view.claude_session_id, view.pid, core.board.procs)

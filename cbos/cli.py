@@ -93,7 +93,8 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
 
     the_core = core(ctx)
     # Tokens and cost from each transcript, memory and CPU from the process table.
-    views = [model.with_usage(v, transcript.usage_for(v, the_core.board.procs))
+    procs = the_core.board.procs
+    views = [model.with_usage(v, transcript.usage_for(v.claude_session_id, v.pid, procs))
              for v in the_core.snapshot().sessions]
     if args.json:
         print(json.dumps([v.to_json() for v in views], indent=2, ensure_ascii=False))

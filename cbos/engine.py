@@ -20,13 +20,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from cbos import hooks, logs
+from cbos import logs
 from cbos import state as st
 from cbos.config import Config
-from cbos.core import BACKLOG_BYTES, Core, Gathered
+from cbos.core import Core, Gathered
 from cbos.errors import CbosError, RefusedError
+from cbos.events import Events
 from cbos.model import SessionView, Snapshot
-from cbos.sessions import Session
+from cbos.panes import PaneSession
 from cbos.tmux import Tmux
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class Engine:
         self.core = Core(config, tmux)
         self.tail = logs.Tail(config.stream_dir, max_buffer=config.max_buffer_size,
                               max_file_bytes=config.log_max_bytes, rearm=self._rearm)
-        self.events = hooks.Events(config)
+        self.events = Events(config)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cbos-io")
         self._done: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -80,7 +81,6 @@ class Engine:
         self.snapshot_listeners: list[SnapshotListener] = []
         self.output_listeners: list[OutputListener] = []
         self.error_listeners: list[Callable[[str], None]] = []
-        self.soon: list[Callable[[], None]] = []  # work to redo on the next pass
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -108,7 +108,7 @@ class Engine:
 
             Notifier(self.core.tmux, self).start()
         gathered = self.core.gather()  # status files before events: see Core.load
-        self.core.board.apply_events(self.events.backlog(BACKLOG_BYTES))
+        self.core.board.apply_events(self.events.backlog())
         self.core.apply(gathered)
         self._last_refresh = time.monotonic()
         self.refresh_dialogs()
@@ -296,7 +296,7 @@ class Engine:
     # -- actions (validated here, carried out on the worker) ---------------------------------
 
     def _target(self, slug: str, done: Callable[[Outcome], None] | None,
-                ) -> tuple[Session, SessionView] | None:
+                ) -> tuple[PaneSession, SessionView] | None:
         """The session and its view for an action, or None after telling ``done`` why."""
         try:
             session = self.core.session(slug)

@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from cbos.dialog import Dialog
-from cbos.hooks import HookEvent
+from cbos.events import HookEvent
 from cbos.procs import Proc, ProcTable
 
 

@@ -14,12 +14,12 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cbos.errors import RefusedError, TmuxError
+from cbos.panes import Pane
 
 if TYPE_CHECKING:
     import libtmux
@@ -37,36 +37,6 @@ _PANE_FORMAT = (
     "session_attached", SLUG_OPTION, OWNED_OPTION,
 )
 _NO_SERVER = ("no server running", "error connecting to", "server exited unexpectedly")
-
-
-@dataclass(frozen=True)
-class Pane:
-    """One row of the batched pane listing."""
-
-    pane_id: str
-    session_id: str
-    session_name: str
-    window_id: str
-    window_index: str
-    pane_index: str
-    pid: int | None
-    dead: bool
-    dead_status: int | None
-    dead_signal: int | None
-    current_command: str
-    current_path: str
-    in_mode: bool
-    piped: bool
-    width: int
-    height: int
-    attached: bool
-    slug: str  # "" when cbos has not adopted the pane
-    owned: bool  # cbos created the tmux session around it
-
-    @property
-    def target(self) -> str:
-        """Human-readable ``session:window.pane`` address (for display only, never -t)."""
-        return f"{self.session_name}:{self.window_index}.{self.pane_index}"
 
 
 def _int(text: str) -> int | None:

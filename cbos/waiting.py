@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import inotify_simple
 
-from cbos import hooks
 from cbos.core import Core
 from cbos.errors import CbosError
+from cbos.events import Events
 from cbos.model import SessionView
 from cbos.state import State
 
@@ -49,7 +49,7 @@ def wait_for(core: Core, slug: str, wanted: set[str], timeout: float | None,
     Raises a clear error when the session ends in a state that was not asked for.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    with hooks.Events(core.config) as events, _status_watch(core) as status:
+    with Events(core.config) as events, _status_watch(core) as status:
         core.refresh(events.backlog)
         core.session(slug)  # an unknown slug fails at once, clearly
         last_refresh = time.monotonic()

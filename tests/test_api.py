@@ -15,7 +15,7 @@ import pytest
 from cbos import api, registry, transcript
 from cbos.config import Config
 from cbos.errors import CbosError, RefusedError
-from cbos.hooks import HookEvent
+from cbos.events import HookEvent
 from cbos.model import SessionView
 from cbos.state import State
 from cbos.tmux import Tmux

@@ -15,6 +15,7 @@ import pytest
 
 from cbos import config as config_mod
 from cbos import sessions
+from cbos.panes import PaneSession
 from cbos.tmux import Tmux
 from tests.conftest import CliResult
 from tests.waiting import wait_until
@@ -47,14 +48,14 @@ def screen(tmux: Tmux, slug: str) -> str:
                         colours=False)
 
 
-def ready(tmux: Tmux, slug: str) -> sessions.Session:
+def ready(tmux: Tmux, slug: str) -> PaneSession:
     """The session once claude shows its composer (keys typed earlier can be lost)."""
     wait_until(lambda: "❯\u00a0" in screen(tmux, slug), message=f"{slug} composer")
     return sessions.find(tmux, config_mod.load(), slug)
 
 
 def start(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str, *claude_args: str,
-          ) -> sessions.Session:
+          ) -> PaneSession:
     project = tmp_path / slug.lower()
     project.mkdir(exist_ok=True)
     args = ["new", str(project), "--slug", slug]
@@ -65,12 +66,12 @@ def start(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str, *claude_args: str,
     return ready(tmux, slug)
 
 
-def pid_of(session: sessions.Session) -> int:
+def pid_of(session: PaneSession) -> int:
     assert session.claude is not None, f"no claude in {session.slug}"
     return session.claude.pid
 
 
-def cmdline(session: sessions.Session) -> list[str]:
+def cmdline(session: PaneSession) -> list[str]:
     return Path(f"/proc/{pid_of(session)}/cmdline").read_text().split("\0")
 
 

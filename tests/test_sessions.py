@@ -15,6 +15,7 @@ import pytest
 
 from cbos import sessions
 from cbos.config import Config
+from cbos.panes import PaneSession
 from cbos.tmux import Tmux
 from tests.conftest import CliResult
 from tests.waiting import wait_until
@@ -42,16 +43,16 @@ def project(tmp_path: Path, name: str = "proj") -> Path:
     return path
 
 
-def ready(tmux: Tmux, cfg: Config, slug: str) -> sessions.Session:
+def ready(tmux: Tmux, cfg: Config, slug: str) -> PaneSession:
     """Wait until the fake claude in SLUG shows its composer; return the session."""
-    def check() -> sessions.Session | None:
+    def check() -> PaneSession | None:
         session = sessions.find(tmux, cfg, slug)
         screen = tmux.capture(session.pane.pane_id, colours=False)
         return session if "❯\u00a0" in screen else None
     return wait_until(check, message=f"{slug} shows the composer")
 
 
-def start(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str) -> sessions.Session:
+def start(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str) -> PaneSession:
     result = cli("new", str(project(tmp_path, slug.lower())), "--slug", slug)
     assert result.code == 0, result.err
     assert result.out.strip() == slug

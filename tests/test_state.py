@@ -21,7 +21,7 @@ import pytest
 
 from cbos import state as st
 from cbos.dialog import parse_dialog
-from cbos.hooks import HookEvent, parse_line
+from cbos.events import HookEvent, parse_line
 from cbos.procs import Proc, ProcTable
 from cbos.state import Phase, Signals, State, StatusFile, ToolProc, Track
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from cbos import config as config_mod
-from cbos import hooks
+from cbos.events import read_recent
 from cbos.tmux import Tmux
 from tests.conftest import CliResult
 from tests.waiting import wait_until
@@ -105,12 +105,12 @@ def test_denied_permission_goes_back_to_waiting_without_any_hook(
     project = start(cli, tmp_path, "DENY")
     assert cli("send", "DENY", f"WRITE {project / 'no.txt'}").code == 0
     wait_state(cli, "DENY", "permission")
-    events_before = len(hooks.read_recent(config_mod.load()))
+    events_before = len(read_recent(config_mod.load()))
     assert cli("answer", "DENY", "no").code == 0
     view = wait_state(cli, "DENY", "waiting", reason="denied")
     assert "Write" in view["reason"]
     # As recorded: a deny fires no hook at all; the status file alone said so.
-    assert len(hooks.read_recent(config_mod.load())) == events_before
+    assert len(read_recent(config_mod.load())) == events_before
     assert not (project / "no.txt").exists()
 
 
@@ -138,7 +138,7 @@ def test_auto_mode_dialog_without_permission_request(
     project = start(cli, tmp_path, "AUTO", "--permission-mode", "auto")
     assert cli("send", "AUTO", f"WRITE {project / 'a.txt'}").code == 0
     view = wait_state(cli, "AUTO", "permission", timeout=8)
-    names = [e.name for e in hooks.read_recent(config_mod.load())]
+    names = [e.name for e in read_recent(config_mod.load())]
     assert "PermissionRequest" not in names
     assert view["dialog"] is not None
     assert cli("answer", "AUTO", "1").code == 0
