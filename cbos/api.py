@@ -275,9 +275,7 @@ def _size(path: Path | None) -> int:
 def chat(config: config_mod.Config, tmux: Tmux, slug: str, text: str, timeout: float,
          clock: Callable[[], float] = time.monotonic) -> ChatResult:
     """Type ``text`` into the session, wait for that turn's end, and return the reply."""
-    from cbos.cli import check_text
-
-    check_text(text)
+    sessions.check_text(text)
     if not text.strip():
         raise UsageError("the prompt is empty; give the text to send")
     deadline = clock() + timeout
@@ -691,9 +689,7 @@ class Session:
 
     def send(self, text: str) -> None:
         """Type ``text`` and Enter (refused while a dialog is open)."""
-        from cbos.cli import check_text
-
-        self.cbos.core().send(self.slug, check_text(text))
+        self.cbos.core().send(self.slug, sessions.check_text(text))
 
     def interrupt(self) -> None:
         """Ctrl+C in the pane, as a person would press it."""

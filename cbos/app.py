@@ -9,7 +9,6 @@ tmux, which has the terminal to itself while the TUI is paused.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import logging
@@ -498,20 +497,16 @@ class App:
         self.room.notice(f"WebSocket server on {server.address}")
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
-    """``cbos`` with no command: the control room, until ``q``."""
+def run(config: Config, popup: bool = False, ws: WsOptions | None = None) -> int:
+    """The control room, until ``q``; in a tmux popup with ``popup``, and with the
+    WebSocket server beside it when ``ws`` says where."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CbosError("the control room needs a terminal; for scripts use `cbos ls`, "
                         "`cbos send` and friends")
-    ws = None
-    if getattr(args, "ws", False):
-        ws = WsOptions(config.api_host, config.api_port,
-                       bool(getattr(args, "allow_remote", False)),
-                       tuple(getattr(args, "allow_origin", None) or ()))
     logs_off_the_terminal()
     engine = Engine(config)
     try:
-        app = App(engine, popup=bool(getattr(args, "popup", False)))
+        app = App(engine, popup=popup)
     except BaseException:
         engine.close()
         raise

@@ -33,6 +33,19 @@ def make_safe(name: str) -> str:
     return safe or "claude"
 
 
+CONTROL_OK = frozenset({"\n", "\t"})
+
+
+def check_text(text: str) -> str:
+    """Refuse NUL and control characters (bar newline and tab) before anything is typed:
+    whatever path text takes into a pane (CLI, API, WebSocket), it is checked here."""
+    for index, char in enumerate(text):
+        if (ord(char) < 32 or ord(char) == 127) and char not in CONTROL_OK:
+            raise UsageError(f"the text has control character {char!r} at position {index}; "
+                             "only printable text, newlines and tabs can be sent")
+    return text
+
+
 def validate_slug(slug: str) -> str:
     if not SLUG_RE.match(slug):
         raise UsageError(f"invalid slug {slug!r}: use 1 to {MAX_SLUG} letters, digits, "

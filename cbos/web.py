@@ -22,7 +22,6 @@ close frame within ``stall_grace`` seconds has its socket cut.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import hmac
@@ -37,10 +36,8 @@ import queue
 import re
 import secrets
 import selectors
-import signal
 import socket
 import struct
-import sys
 import threading
 import time
 import weakref
@@ -48,7 +45,6 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -160,7 +156,7 @@ def _since(message: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, 
 
 
 def _check_text(text: str, request: Mapping[str, Any]) -> str:
-    from cbos.cli import check_text
+    from cbos.sessions import check_text
 
     try:
         return check_text(text)
@@ -1141,49 +1137,3 @@ def serve_loop(engine: Engine, server: WebServer, stop_fd: int) -> None:
                 next_tick = now + TICK
     finally:
         selector.close()
-
-
-def cmd_serve(args: argparse.Namespace, ctx: Any) -> int:
-    """`cbos serve`: the engine and the server, no TUI; Ctrl+C or SIGTERM end it (exit 0)."""
-    from cbos.engine import Engine
-
-    config: Config = ctx.config
-    server = WebServer(config, config.api_host, config.api_port,
-                       allow_remote=bool(getattr(args, "allow_remote", False)),
-                       allowed_origins=tuple(getattr(args, "allow_origin", None) or ()))
-    server.start()
-    stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    engine: Engine | None = None
-    previous: dict[int, Any] = {}
-    last_error: list[str] = []
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        with contextlib.suppress(OSError):
-            os.write(stop_w, b"s")
-
-    def say(text: str) -> None:
-        if last_error != [text]:
-            last_error[:] = [text]
-            print(f"cbos: {text}", file=sys.stderr, flush=True)
-
-    try:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                previous[signum] = signal.signal(signum, stop)
-        engine = Engine(config, ctx.tmux)
-        engine.error_listeners.append(say)
-        engine.start()
-        who = ("every client needs the token" if server.allow_remote
-               else "other users need the token")
-        print(f"cbos: serving ws://{server.address}/ws/stream ({who} in "
-              f"{config.token_file}); Ctrl+C stops", file=sys.stderr, flush=True)
-        serve_loop(engine, server, stop_r)
-    finally:
-        server.shutdown()
-        if engine is not None:
-            engine.close()
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        for fd in (stop_r, stop_w):
-            os.close(fd)
-    return 0

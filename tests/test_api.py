@@ -462,7 +462,7 @@ def test_wait_composer_times_out_with_a_hint(tmux: Tmux, tmp_path: Path) -> None
 
 
 def test_up_file_parses_defaults_and_relative_paths(tmp_path: Path) -> None:
-    from cbos.scripting import parse_up
+    from cbos.cli.scripting import parse_up
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b c").mkdir()

@@ -144,3 +144,23 @@ def test_directories_0700_and_files_0600(config: config.Config) -> None:
     log = config_mod.log_path("AUTH")
     mod.touch_private(log)
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(("words", "ours", "claudes"), [
+    (["new", ".", "--", "--model", "x"], ["new", "."], ["--model", "x"]),
+    (["--port", "9000", "new", ".", "--", "--model", "x"],
+     ["--port", "9000", "new", "."], ["--model", "x"]),
+    (["-L", "sock", "--host", "127.0.0.2", "--allow-origin", "http://a", "new", "--slug", "S",
+      "--", "-p"], ["-L", "sock", "--host", "127.0.0.2", "--allow-origin", "http://a", "new",
+                    "--slug", "S"], ["-p"]),
+    (["--port=9000", "new", ".", "--", "x"], ["--port=9000", "new", "."], ["x"]),
+    (["send", "A", "--", "-x"], ["send", "A", "--", "-x"], []),
+])
+def test_words_after_a_double_dash_go_to_claude_whatever_options_come_first(
+        words: list[str], ours: list[str], claudes: list[str]) -> None:
+    from cbos.cli import build_parser, split_claude_args
+
+    parser = build_parser()
+    assert split_claude_args(parser, words) == (ours, claudes)
+    if claudes:
+        parser.parse_args(ours)  # what is left is cbos's own and parses

@@ -1,4 +1,4 @@
-"""The scripting commands: chat, history, resume, fork, up (and the usage columns of ls).
+"""The scripting commands: chat, history, resume, fork, up.
 
 The work is done by :mod:`cbos.api`; this module parses and prints. ``cbos up`` reads a
 TOML file of sessions (the format is in :func:`parse_up`), checks all of it before
@@ -12,22 +12,19 @@ import argparse
 import json
 import os
 import sys
-import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cbos import api, transcript
-from cbos.cli import check_text, core, read_text_arg
+from cbos.cli.context import Context, read_text_arg, seconds
 from cbos.config import ENV_NAME_RE
 from cbos.errors import CbosError, UsageError
-from cbos.model import SessionView, age, attention_key
-from cbos.sessions import SLUG_RE, default_slug
 
 if TYPE_CHECKING:
-    from cbos.cli import Context
+    from cbos.cli.context import Subparsers
+    from cbos.transcript import Message
 
 CLIP_LINES = 15  # lines of a message `cbos history` shows without --full
 
@@ -36,6 +33,8 @@ CLIP_LINES = 15  # lines of a message `cbos history` shows without --full
 
 
 def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import api
+
     text = read_text_arg(args.text)
     result = api.chat(ctx.config, ctx.tmux, args.slug, text, args.timeout)
     if args.json:
@@ -48,7 +47,7 @@ def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:
 # -- history --------------------------------------------------------------------------------
 
 
-def format_history(messages: Sequence[transcript.Message], full: bool) -> str:
+def format_history(messages: Sequence[Message], full: bool) -> str:
     """Prompts as ``❯ text`` and replies as ``● text``, the way Claude's screen shows them;
     without ``full`` a long message keeps its first CLIP_LINES lines."""
     marks = {"prompt": "❯", "text": "●", "tool_use": "→", "tool_result": "⎿",
@@ -66,6 +65,8 @@ def format_history(messages: Sequence[transcript.Message], full: bool) -> str:
 
 
 def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import api
+
     found = api.history(ctx.config, ctx.tmux, args.slug, full=args.full)
     if args.json:
         print(json.dumps(found.to_json(), indent=2, ensure_ascii=False))
@@ -82,6 +83,8 @@ def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_resume(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import api
+
     done = api.resume(ctx.config, ctx.tmux, args.slug)
     where = "in its pane" if done.how == "respawned" else "in a new tmux session"
     print(f"resumed {done.slug} {where} (conversation {done.session_id})")
@@ -89,6 +92,8 @@ def cmd_resume(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_fork(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import api
+
     done = api.fork(ctx.config, ctx.tmux, args.slug, args.new_slug)
     print(done.slug)
     return 0
@@ -167,6 +172,8 @@ def parse_up(text: str, base: Path) -> list[UpEntry]:
 
     Paths must be existing directories and slugs unique within the file.
     """
+    from cbos.sessions import SLUG_RE, check_text, default_slug
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -235,7 +242,7 @@ def load_up(file: str) -> list[UpEntry]:
 
 def cmd_up(args: argparse.Namespace, ctx: Context) -> int:
     entries = load_up(args.file)  # everything is checked before anything starts
-    the_core = core(ctx)
+    the_core = ctx.core()
     running = {v.slug: v for v in the_core.snapshot().sessions}
     taken = set(ctx.tmux.session_names())
     failed = 0
@@ -268,9 +275,11 @@ def cmd_up(args: argparse.Namespace, ctx: Context) -> int:
 
 def _first_prompts(ctx: Context, panes: dict[str, str], prompts: Mapping[str, str]) -> int:
     """Type each first prompt once its session shows the composer; the number that failed."""
+    from cbos import api
+
     problems = api.wait_composer(ctx.tmux, panes, api.READY_TIMEOUT)
     failed = 0
-    the_core = core(ctx)
+    the_core = ctx.core()
     for slug, prompt in prompts.items():
         if slug in problems:
             failed += 1
@@ -287,45 +296,31 @@ def _first_prompts(ctx: Context, panes: dict[str, str], prompts: Mapping[str, st
     return failed
 
 
-# -- ls with usage -----------------------------------------------------------------------------
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser("chat", help="send a prompt, wait for the turn to end, print the reply")
+    p.add_argument("slug", help="session slug")
+    p.add_argument("text", nargs="+", metavar="TEXT", help="the prompt, or - for stdin")
+    p.add_argument("--timeout", type=seconds, default=600.0, metavar="S",
+                   help="give up after S seconds (default 600)")
+    p.add_argument("--json", action="store_true",
+                   help="reply, duration, and token and cost figures as JSON")
+    p.set_defaults(handler=cmd_chat)
 
+    p = sub.add_parser("history", help="a session's prompts and replies, from its transcript")
+    p.add_argument("slug", help="session slug")
+    p.add_argument("--full", action="store_true", help="whole replies, tool calls included")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_history)
 
-def _tokens(value: Any) -> str:
-    if not isinstance(value, int):
-        return "-"
-    for unit, size in (("M", 1_000_000), ("k", 1_000)):
-        if value >= size:
-            return f"{value / size:.1f}{unit}"
-    return str(value)
+    p = sub.add_parser("resume", help="restart claude in a session, continuing its conversation")
+    p.add_argument("slug", help="session slug")
+    p.set_defaults(handler=cmd_resume)
 
+    p = sub.add_parser("fork", help="a new session continuing a session's conversation")
+    p.add_argument("slug", help="session to fork")
+    p.add_argument("new_slug", metavar="NEWSLUG", help="slug of the new session")
+    p.set_defaults(handler=cmd_fork)
 
-def _cost(value: Any) -> str:
-    if not isinstance(value, int | float):
-        return "-"
-    return f"${value:.2f}" if value >= 1 else f"${value:.3f}"
-
-
-def _memory(value: Any) -> str:
-    if not isinstance(value, int):
-        return "-"
-    return f"{value / (1 << 20):.0f}M"
-
-
-def usage_cells(usage: Mapping[str, Any]) -> tuple[str, str, str]:
-    """(tokens, cost, memory) of a `usage` object, short enough for a table."""
-    return (_tokens(usage.get("total_tokens")), _cost(usage.get("cost_usd")),
-            _memory(usage.get("rss_bytes")))
-
-
-def format_table(views: Sequence[SessionView], now: float | None = None) -> str:
-    """`cbos ls`: model.format_table's columns plus TOKENS, COST and MEM from each usage."""
-    now = time.time() if now is None else now
-    rows = [("", "SLUG", "STATE", "AGE", "TOKENS", "COST", "MEM", "REASON", "PATH")]
-    for v in sorted(views, key=attention_key):
-        rows.append((v.icon, v.slug, v.state.value, age(now - v.since), *usage_cells(v.usage),
-                     v.reason, v.path))
-    last = len(rows[0]) - 1
-    widths = [max(len(r[i]) for r in rows) for i in range(last)]
-    return "\n".join(
-        "  ".join(cell.ljust(widths[i]) if i < last else cell for i, cell in enumerate(row))
-        .rstrip() for row in rows)
+    p = sub.add_parser("up", help="start the sessions described in a TOML file")
+    p.add_argument("file", help="the TOML file")
+    p.set_defaults(handler=cmd_up)

@@ -1,0 +1,82 @@
+"""Long-running front ends: the control room (no command) and `cbos serve`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from cbos.cli.context import Context, server_options
+
+if TYPE_CHECKING:
+    from cbos.cli.context import Subparsers
+    from cbos.engine import Engine
+
+
+def run_tui(args: argparse.Namespace, ctx: Context) -> int:
+    """``cbos`` with no command: the control room, until ``q``."""
+    from cbos import app
+
+    ws = None
+    if args.ws:
+        ws = app.WsOptions(ctx.config.api_host, ctx.config.api_port, args.allow_remote,
+                           tuple(args.allow_origin or ()))
+    return app.run(ctx.config, popup=args.popup, ws=ws)
+
+
+def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
+    """`cbos serve`: the engine and the server, no TUI; Ctrl+C or SIGTERM end it (exit 0)."""
+    from cbos.engine import Engine
+    from cbos.web import WebServer, serve_loop
+
+    config = ctx.config
+    server = WebServer(config, config.api_host, config.api_port,
+                       allow_remote=bool(getattr(args, "allow_remote", False)),
+                       allowed_origins=tuple(getattr(args, "allow_origin", None) or ()))
+    server.start()
+    stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    engine: Engine | None = None
+    previous: dict[int, Any] = {}
+    last_error: list[str] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(OSError):
+            os.write(stop_w, b"s")
+
+    def say(text: str) -> None:
+        if last_error != [text]:
+            last_error[:] = [text]
+            print(f"cbos: {text}", file=sys.stderr, flush=True)
+
+    try:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, stop)
+        engine = Engine(config, ctx.tmux)
+        engine.error_listeners.append(say)
+        engine.start()
+        who = ("every client needs the token" if server.allow_remote
+               else "other users need the token")
+        print(f"cbos: serving ws://{server.address}/ws/stream ({who} in "
+              f"{config.token_file}); Ctrl+C stops", file=sys.stderr, flush=True)
+        serve_loop(engine, server, stop_r)
+    finally:
+        server.shutdown()
+        if engine is not None:
+            engine.close()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for fd in (stop_r, stop_w):
+            os.close(fd)
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser("serve", help="run the WebSocket server without the TUI")
+    server_options(p)
+    p.set_defaults(handler=cmd_serve)

@@ -1,0 +1,268 @@
+"""Commands on sessions: new, ls, send, interrupt, answer, wait, kill, attach, buffer, tail."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cbos.cli.context import (
+    Context,
+    for_each,
+    group_options,
+    lines,
+    parse_states,
+    read_text_arg,
+    seconds,
+    targets,
+)
+from cbos.errors import CbosError, UsageError
+
+if TYPE_CHECKING:
+    from cbos.cli.context import Subparsers
+    from cbos.model import SessionView
+
+
+def cmd_new(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos.core import Core
+
+    path = Path(args.path) if args.path else Path.cwd()
+    extra = list(args.claude_args or ())
+    if args.resume:
+        extra = ["--resume", args.resume, *extra]
+    session = Core(ctx.config, ctx.tmux).create(path, slug=args.slug, extra_args=extra)
+    print(session.slug)
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import model, transcript
+
+    the_core = ctx.core()
+    # Tokens and cost from each transcript, memory and CPU from the process table.
+    procs = the_core.board.procs
+    views = [model.with_usage(v, transcript.usage_for(v.claude_session_id, v.pid, procs))
+             for v in the_core.snapshot().sessions]
+    if args.json:
+        print(json.dumps([v.to_json() for v in views], indent=2, ensure_ascii=False))
+        return 0
+    if not views:
+        print("no claude sessions; start one with `cbos new PATH`", file=sys.stderr)
+        return 0
+    print(format_table(views))
+    return 0
+
+
+def _tokens(value: Any) -> str:
+    if not isinstance(value, int):
+        return "-"
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return str(value)
+
+
+def _cost(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    return f"${value:.2f}" if value >= 1 else f"${value:.3f}"
+
+
+def _memory(value: Any) -> str:
+    if not isinstance(value, int):
+        return "-"
+    return f"{value / (1 << 20):.0f}M"
+
+
+def usage_cells(usage: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(tokens, cost, memory) of a `usage` object, short enough for a table."""
+    return (_tokens(usage.get("total_tokens")), _cost(usage.get("cost_usd")),
+            _memory(usage.get("rss_bytes")))
+
+
+def format_table(views: Sequence[SessionView], now: float | None = None) -> str:
+    """`cbos ls`: icon, slug, state, age, TOKENS, COST, MEM, reason and path, in attention
+    order."""
+    from cbos.model import age, attention_key
+
+    now = time.time() if now is None else now
+    rows = [("", "SLUG", "STATE", "AGE", "TOKENS", "COST", "MEM", "REASON", "PATH")]
+    for v in sorted(views, key=attention_key):
+        rows.append((v.icon, v.slug, v.state.value, age(now - v.since), *usage_cells(v.usage),
+                     v.reason, v.path))
+    last = len(rows[0]) - 1
+    widths = [max(len(r[i]) for r in rows) for i in range(last)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) if i < last else cell for i, cell in enumerate(row))
+        .rstrip() for row in rows)
+
+
+def cmd_send(args: argparse.Namespace, ctx: Context) -> int:
+    the_core = ctx.core()
+    slugs, words = targets(args, args.words, the_core)
+    if not words:
+        raise UsageError("give the text to send (or - to read it from stdin)")
+    text = read_text_arg(words)
+    return for_each(slugs, lambda slug: the_core.send(slug, text), "sent")
+
+
+def cmd_interrupt(args: argparse.Namespace, ctx: Context) -> int:
+    the_core = ctx.core()
+    slugs, words = targets(args, args.words, the_core)
+    if words:
+        raise UsageError(f"unexpected words after the session: {' '.join(words)!r}")
+    return for_each(slugs, the_core.interrupt, "interrupted")
+
+
+def cmd_answer(args: argparse.Namespace, ctx: Context) -> int:
+    dialog = ctx.core().answer(args.slug, args.choice)
+    print(f"answered {args.slug}: {dialog.question}")
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace, ctx: Context) -> int:
+    session = ctx.core().kill(args.slug)
+    print(f"killed {session.slug}; its log stays at {ctx.config.log_path(session.slug)}")
+    return 0
+
+
+def cmd_attach(args: argparse.Namespace, ctx: Context) -> int:
+    session = ctx.core().session(args.slug)
+    if ctx.tmux.inside():
+        ctx.tmux.switch_client(session.pane)
+        return 0
+    if not sys.stdin.isatty():
+        raise CbosError("attach needs a terminal; run it from an interactive shell")
+    argv = ctx.tmux.attach_argv(session.pane)
+    env = {k: v for k, v in os.environ.items() if k != "TMUX"}
+    os.execvpe(argv[0], argv, env)
+
+
+def cmd_wait(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import waiting
+
+    wanted = parse_states(args.state)
+    reached = waiting.wait_for(ctx.core(), args.slug, wanted, args.timeout)
+    if reached is None:
+        print(f"cbos: {args.slug} did not reach {','.join(sorted(wanted))} within "
+              f"{args.timeout:g}s", file=sys.stderr)
+        return 1
+    print(f"{reached.slug} {reached.state.value}: {reached.reason}")
+    return 0
+
+
+def cmd_buffer(args: argparse.Namespace, ctx: Context) -> int:
+    session = ctx.core().session(args.slug)
+    if args.raw:
+        sys.stdout.buffer.write(tail_bytes(ctx.config.log_path(session.slug), args.lines))
+        sys.stdout.flush()
+        return 0
+    colours = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    print(ctx.tmux.capture(session.pane.pane_id, colours=colours, lines=args.lines))
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import follow
+
+    session = ctx.core().session(args.slug)
+    colours = sys.stdout.isatty()
+    try:
+        if args.raw:
+            sys.stdout.buffer.write(tail_bytes(ctx.config.log_path(session.slug), args.lines))
+            sys.stdout.flush()
+            if args.follow:
+                follow.raw(ctx.config, session.slug, sys.stdout.buffer)
+        else:
+            screen = ctx.tmux.capture(session.pane.pane_id, colours=colours, lines=args.lines)
+            print(screen, flush=True)
+            if args.follow:
+                follow.rendered(ctx.config, ctx.tmux, session.slug, session.pane.pane_id,
+                                screen.splitlines(), colours)
+    except KeyboardInterrupt:
+        pass  # Ctrl+C is how `tail -f` ends: not an error
+    return 0
+
+
+def tail_bytes(path: Path, lines: int | None, max_bytes: int = 1 << 20) -> bytes:
+    """The last ``lines`` lines (or last ``max_bytes``) of a log, read from its end."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except FileNotFoundError:
+        raise CbosError(f"no log at {path}; the session has printed nothing yet") from None
+    if lines is not None:
+        data = b"".join(data.splitlines(keepends=True)[-lines:])
+    return data
+
+
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser("new", help="start claude in a new tmux session")
+    p.add_argument("path", nargs="?", help="project directory (default: the current one)")
+    p.add_argument("--slug", help="session name (default: git origin's repo name, upper-cased,"
+                   " else the directory name)")
+    p.add_argument("--resume", metavar="ID", help="continue Claude conversation ID")
+    p.set_defaults(claude_args=[])
+    p.set_defaults(handler=cmd_new)
+
+    p = sub.add_parser("ls", help="list sessions with state, reason and age")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_ls)
+
+    p = sub.add_parser("send", help="type text into a session (or a group), then Enter",
+                       usage="cbos send [--all | --state S] [SLUG[,SLUG...]] TEXT... | -")
+    group_options(p)
+    p.add_argument("words", nargs="*", metavar="SLUG TEXT",
+                   help="session(s), then the text (or - to read it from stdin)")
+    p.set_defaults(handler=cmd_send)
+
+    p = sub.add_parser("interrupt", help="press Ctrl+C in a session (or a group)",
+                       usage="cbos interrupt [--all | --state S] [SLUG[,SLUG...]]")
+    group_options(p)
+    p.add_argument("words", nargs="*", metavar="SLUG", help="session(s)")
+    p.set_defaults(handler=cmd_interrupt)
+
+    p = sub.add_parser("tail", help="follow a session's output, like tail -f")
+    p.add_argument("slug", help="session slug")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    p.add_argument("--raw", action="store_true", help="raw bytes instead of rendered text")
+    p.add_argument("--lines", type=lines, default=20, metavar="N",
+                   help="lines of existing output to start with (default 20)")
+    p.set_defaults(handler=cmd_tail)
+
+    p = sub.add_parser("answer", help="answer the permission or question dialog on screen")
+    p.add_argument("slug", help="session slug")
+    p.add_argument("choice", help="an option number, yes, no, or esc")
+    p.set_defaults(handler=cmd_answer)
+
+    p = sub.add_parser("wait", help="wait until a session reaches a state (exit 1 on timeout)")
+    p.add_argument("slug", help="session slug")
+    p.add_argument("--state", default="waiting,permission",
+                   help="comma-separated states to wait for (default: waiting,permission)")
+    p.add_argument("--timeout", type=seconds, default=None, metavar="S",
+                   help="give up after S seconds (default: wait for ever)")
+    p.set_defaults(handler=cmd_wait)
+
+    p = sub.add_parser("kill", help="end a session (its log stays)")
+    p.add_argument("slug", help="session slug")
+    p.set_defaults(handler=cmd_kill)
+
+    p = sub.add_parser("attach", help="switch to (inside tmux) or attach a session")
+    p.add_argument("slug", help="session slug")
+    p.set_defaults(handler=cmd_attach)
+
+    p = sub.add_parser("buffer", help="a session's screen, or its raw log")
+    p.add_argument("slug", help="session slug")
+    p.add_argument("--raw", action="store_true", help="the raw bytes from the log")
+    p.add_argument("--lines", type=lines, metavar="N", help="only the last N lines")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="keep the screen's colours (default: when stdout is a terminal)")
+    p.set_defaults(handler=cmd_buffer)
