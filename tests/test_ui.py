@@ -381,14 +381,14 @@ def test_n_starts_a_session_at_a_typed_path() -> None:
 
 def test_detail_view_shows_every_field() -> None:
     v = view("AUTH", State.WORKING, "Bash running: make (pid 77)", ago=125, pid=4242,
-             claude_session_id="3f2a-uuid", usage={"cost_usd": 0.42})
+             claude_session_id="3f2a-uuid")
     r = make_room(v)
     r.press("d")
     text = joined(r.room, (120, 30))
     for expected in ("slug           AUTH", "path           /srv/code/auth", "◑ working",
                      "Bash running: make (pid 77)", "(2m ago)", "pid            4242",
                      "claude session 3f2a-uuid", "tmux           AUTH:1.0 (%4)",
-                     "usage          cost_usd 0.42", "AUTH · /srv/code/auth · working 2m"):
+                     "AUTH · /srv/code/auth · working 2m"):
         assert expected in text
     r.press("l")
     assert "claude session" not in joined(r.room)
