@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,23 +33,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import inotify_simple
-
 from cbos import config as config_mod
 from cbos import hooks, registry, sessions, transcript
 from cbos.core import Core
 from cbos.errors import CbosError, NotFoundError, RefusedError, TmuxError, UsageError
-from cbos.events import Events, HookEvent, read_recent
+from cbos.events import HookEvent, read_recent
 from cbos.model import SessionView
 from cbos.state import EXITING, State
 from cbos.tmux import Tmux, format_escape
+from cbos.waiting import FALLBACK_REFRESH, Wakeups, wait_for
 
 COMPOSER = "❯\u00a0"  # Claude's empty prompt line: the mark, then a NO-BREAK SPACE
-FALLBACK_REFRESH = 2.0  # look at tmux and the processes at least this often while waiting
 READY_TIMEOUT = 60.0
 READY_POLL = 0.1
-_STATUS_MASK = (inotify_simple.flags.CLOSE_WRITE | inotify_simple.flags.MOVED_TO
-                | inotify_simple.flags.DELETE | inotify_simple.flags.CREATE)
 
 
 class WaitTimeout(CbosError):
@@ -216,43 +211,6 @@ class ChatResult:
                 "usage": self.usage.to_json() if self.usage is not None else None}
 
 
-class _Wakeups:
-    """The events-file tail plus an inotify watch on Claude's status-file directory, where
-    only the watched claude's own file (``<pid>.json``) counts as a change."""
-
-    def __init__(self, config: config_mod.Config, status_dir: Path) -> None:
-        self.events = Events(config)
-        self.status = inotify_simple.INotify(nonblocking=True)
-        with contextlib.suppress(OSError):  # no status dir yet: the fallback refresh
-            self.status.add_watch(str(status_dir), _STATUS_MASK)
-        self.status_name = ""  # set once the claude to watch is known
-        self.status_changed = False
-
-    def read(self) -> list[HookEvent]:
-        fresh = self.events.read()
-        while self.events.pending:
-            fresh += self.events.read()
-        return fresh
-
-    def wait(self, seconds: float) -> None:
-        fds = [self.events.fileno(), self.status.fileno()]
-        ready, _, _ = select.select(fds, [], [], max(seconds, 0.0))
-        if self.status.fileno() in ready:
-            names = {event.name for event in self.status.read(timeout=0)}
-            self.status_changed |= self.status_name in names
-
-    def close(self) -> None:
-        self.events.close()
-        with contextlib.suppress(OSError, ValueError):
-            self.status.close()
-
-    def __enter__(self) -> _Wakeups:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def reports_hooks(config: config_mod.Config, core: Core, slug: str) -> bool:
     """Whether this claude sends cbos its hook events (chat cannot see a reply otherwise)."""
     session = core.session(slug)
@@ -280,7 +238,7 @@ def chat(config: config_mod.Config, tmux: Tmux, slug: str, text: str, timeout: f
         raise UsageError("the prompt is empty; give the text to send")
     deadline = clock() + timeout
     core = Core(config, tmux)
-    with _Wakeups(config, core.status_dir) as wake:
+    with Wakeups(config, core.status_dir) as wake:
         core.refresh(lambda: wake.events.backlog())
         session = core.session(slug)
         view = core.view(slug)
@@ -302,17 +260,17 @@ def chat(config: config_mod.Config, tmux: Tmux, slug: str, text: str, timeout: f
                   else None)
         offset = _size(before)
         core.board.apply_events(wake.read())  # what came before the send is not ours
-        wake.status_name = f"{view.pid}.json"
+        status_file = f"{view.pid}.json"  # only the watched claude's own counts
         start = clock()
         core.send_to(session.pane.pane_id, slug, view, text)
         watch = TurnWatch(pane=session.pane.pane_id, claude_pid=view.pid)
         last_refresh = clock()
         while True:
-            refresh = wake.status_changed or clock() - last_refresh >= FALLBACK_REFRESH
+            refresh = status_file in wake.changed or clock() - last_refresh >= FALLBACK_REFRESH
             if refresh:
                 # Status files first, events second: Claude writes a hook's event before it
                 # updates its status file, so an "idle" seen here has its Stop read below.
-                wake.status_changed = False
+                wake.changed.clear()
                 core.refresh()
                 last_refresh = clock()
             fresh = wake.read()
@@ -707,10 +665,8 @@ class Session:
              timeout: float | None = None) -> SessionView:
         """Block until the session is in one of ``states``; raises WaitTimeout, or CbosError
         when claude exits first."""
-        from cbos import waiting
-
         wanted = _states(states)
-        reached = waiting.wait_for(self.cbos.core(), self.slug, wanted, timeout)
+        reached = wait_for(Core(self.cbos.config, self.cbos.tmux), self.slug, wanted, timeout)
         if reached is None:
             raise WaitTimeout(f"{self.slug} did not reach {','.join(sorted(wanted))} within "
                               f"{timeout:g}s")

@@ -15,16 +15,15 @@ the pure state machine can import :class:`HookEvent` without anything that write
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cbos.config import Config
+from cbos.watch import Follow, Ident, Inode, Watch, ident, open_file
 
 ROTATED_SUFFIX = ".1"
 
@@ -37,8 +36,6 @@ READ_BUDGET = 4 << 20
 """Bytes one :meth:`Events.read` call reads at most; :attr:`Events.pending` says if more."""
 MAX_LINE = 80 << 20
 """A line longer than this (the hook writes at most 64 MiB at once) is dropped as torn."""
-GRACE = 2.0
-"""Seconds a replaced events file is still followed for a write already under way."""
 
 
 @dataclass(frozen=True)
@@ -82,36 +79,6 @@ def parse_line(line: bytes | str) -> HookEvent | None:
 
 
 
-Ident = tuple[int, int]  # (st_dev, st_ino)
-
-
-def _ident(st: os.stat_result) -> Ident:
-    return (st.st_dev, st.st_ino)
-
-
-def _stat(path: Path) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except OSError:
-        return None
-
-
-def _open(path: Path) -> tuple[int, os.stat_result] | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return None
-    st = os.fstat(fd)
-    if not _regular(st):
-        os.close(fd)
-        return None
-    return fd, st
-
-
-def _regular(st: os.stat_result) -> bool:
-    return (st.st_mode & 0o170000) == 0o100000
-
-
 def _pread_all(fd: int, start: int, end: int) -> bytes:
     parts: list[bytes] = []
     while start < end:
@@ -149,34 +116,31 @@ def _line_start(fd: int, size: int) -> int:
 
 
 @dataclass
-class _Reader:
-    """One open inode of the events file."""
+class _Lines:
+    """The line being assembled from one inode of the events file."""
 
-    fd: int
-    ident: Ident
-    offset: int = 0
     partial: bytearray = field(default_factory=bytearray)
     discarding: bool = False  # inside an over-long line: drop bytes up to its newline
-    deadline: float | None = None  # left the path: stop following it after this
 
 
 class Events:
     """Tail of the events file: :meth:`read` returns the newly appended :class:`HookEvent`.
 
     :meth:`fileno` is a non-blocking inotify fd for ``select`` / urwid's ``watch_file``;
-    it is only a wake-up: every :meth:`read` re-checks the file's inode and size. Call
-    :meth:`read` when the fd is readable, and again at once while :attr:`pending`. Lines
-    that are not a hook event are skipped and counted in :attr:`skipped`; a last line
-    without its newline is kept until the newline arrives. Truncation starts over at 0;
-    a replaced or rotated file is read to its end (and followed for :data:`GRACE` seconds
-    for a write under way) before the new file is read from its start.
+    it is only a wake-up: every :meth:`read` re-checks the file's inode and size
+    (:class:`cbos.watch.Follow`). Call :meth:`read` when the fd is readable, and again at
+    once while :attr:`pending`. Lines that are not a hook event are skipped and counted in
+    :attr:`skipped`; a last line without its newline is kept until the newline arrives.
+    Truncation starts over at 0; a replaced or rotated file is read to its end (and
+    followed while writes still land in it) as the new file is read from its start.
 
     Past ``max_bytes`` the file is rotated to ``events.jsonl.1`` (replacing the old one);
     the hook appends by path, so new lines go to a fresh file. Two cbos instances may tail
     the same file: a non-blocking ``flock`` on the inode lets only one of them rotate it.
 
     The tail starts at the end of the file as it is on construction (at the start of a
-    line still being written); :meth:`backlog` returns what came before. One thread only.
+    line still being written); :meth:`backlog` returns what came before, so nothing is
+    read twice or lost between the two. One thread only.
     """
 
     def __init__(self, config: Config, *, max_bytes: int = EVENTS_MAX_BYTES,
@@ -187,36 +151,27 @@ class Events:
         self.read_budget = max(1, read_budget)
         self.skipped = 0  # lines that were not a hook event (torn, garbage, foreign)
         self.pending = False  # read() stopped at its budget: call it again
-        self._old: list[_Reader] = []
-        self._cur: _Reader | None = None
+        self._lines: dict[Inode, _Lines] = {}
         # What backlog() reads: the start-up file (a dup of its fd, its identity, where the
         # tail began) or nothing; None once backlog() ran.
         self._backlog_from: tuple[int | None, Ident | None, int] | None = (None, None, 0)
         self._closed = False
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        from inotify_simple import INotify
-        from inotify_simple import flags as inflags
-
-        self._inflags = inflags
-        self._dir_mask = (inflags.CREATE | inflags.MODIFY | inflags.DELETE
-                          | inflags.MOVED_FROM | inflags.MOVED_TO | inflags.ATTRIB
-                          | inflags.DELETE_SELF | inflags.MOVE_SELF)
-        self._inotify = INotify(nonblocking=True)
+        self._watch = Watch()
+        self._follow = Follow(self.path, self._watch, ordered=False, single_writer=False)
         self._wd: int | None = None
         try:
-            self._watch()
-            opened = _open(self.path)
-            if opened is not None:
-                fd, st = opened
-                start = _line_start(fd, st.st_size)
-                self._cur = _Reader(fd, _ident(st), offset=start)
-                self._backlog_from = (os.dup(fd), _ident(st), start)
+            self._watch_dir()
+            inode = self._follow.open()
+            if inode is not None:
+                inode.pos = _line_start(inode.fd, inode.pos)
+                self._backlog_from = (os.dup(inode.fd), inode.ident, inode.pos)
         except BaseException:
             self.close()
             raise
 
     def fileno(self) -> int:
-        return int(self._inotify.fileno())
+        return self._watch.fileno()
 
     @property
     def watching(self) -> bool:
@@ -228,15 +183,12 @@ class Events:
         if self._closed:
             return
         self._closed = True
-        for reader in [*self._old, *([self._cur] if self._cur else [])]:
-            with contextlib.suppress(OSError):
-                os.close(reader.fd)
-        self._old, self._cur = [], None
+        self._follow.close()
         if self._backlog_from is not None and self._backlog_from[0] is not None:
             with contextlib.suppress(OSError):
                 os.close(self._backlog_from[0])
         self._backlog_from = None
-        self._inotify.close()
+        self._watch.close()
 
     def __enter__(self) -> Events:
         return self
@@ -244,18 +196,17 @@ class Events:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _watch(self) -> None:
-        try:
-            self._wd = self._inotify.add_watch(self.path.parent, self._dir_mask)
-        except OSError:
-            self._wd = None  # the dir is gone; tried again on every read
+    def _watch_dir(self) -> None:
+        self._wd = self._watch.directory(self.path.parent, "dir")  # None: tried each read
 
     def _drain_wakeups(self) -> None:
-        for event in self._inotify.read(timeout=0):
-            if event.mask & self._inflags.IGNORED:
+        for change in self._watch.changes():
+            if change.key == "dir" and change.gone:
                 self._wd = None
+            elif isinstance(change.key, tuple):
+                self._follow.note(change, change.key[1])
         if self._wd is None:
-            self._watch()
+            self._watch_dir()
 
     # -- start-up --------------------------------------------------------------------
 
@@ -265,7 +216,7 @@ class Events:
         return []."""
         if self._backlog_from is None:
             return []
-        fd, ident, end = self._backlog_from
+        fd, inode, end = self._backlog_from
         self._backlog_from = None
         lines: list[bytes] = []
         used = 0
@@ -276,7 +227,7 @@ class Events:
                 os.close(fd)
         older: list[bytes] = []
         if max_bytes - used > 0:
-            older = _rotated_tail(self.rotated_path, max_bytes - used, exclude=ident)
+            older = _rotated_tail(self.rotated_path, max_bytes - used, exclude=inode)
         return self._parse([*older, *lines])
 
     # -- following -------------------------------------------------------------------
@@ -286,99 +237,47 @@ class Events:
         if self._closed:
             return []
         self._drain_wakeups()
-        budget = [self.read_budget]
+        self._follow.check_path()
+        try:
+            pieces, _, caught_up = self._follow.read(self.read_budget)
+        except OSError:
+            pieces, caught_up = [], True
         lines: list[bytes] = []
-        now = time.monotonic()
-        for reader in list(self._old):
-            lines += self._consume(reader, budget)
-            expired = reader.deadline is None or now > reader.deadline
-            if expired and reader.offset >= os.fstat(reader.fd).st_size:
-                self.skipped += bool(reader.partial)
-                self._drop(reader)
-        st = _stat(self.path)
-        if st is not None and not _regular(st):
-            st = None
-        cur = self._cur
-        if cur is not None and (st is None or _ident(st) != cur.ident):
-            lines += self._consume(cur, budget)  # what reached the old inode first
-            self._retire(cur, now)
-            cur = self._cur = None
-        if cur is None and st is not None:
-            opened = _open(self.path)
-            if opened is not None:
-                fd, st = opened
-                cur = self._cur = _Reader(fd, _ident(st))
-        if cur is not None:
-            size = os.fstat(cur.fd).st_size
-            if size < cur.offset:  # truncated: start over; a kept partial is lost
-                self.skipped += bool(cur.partial)
-                cur.partial.clear()
-                cur.discarding = False
-                cur.offset = 0
-            lines += self._consume(cur, budget)
-            self._maybe_rotate(cur, now)
-        self.pending = budget[0] <= 0
+        for piece in pieces:
+            state = self._lines.setdefault(piece.inode, _Lines())
+            if piece.truncated or piece.ended:  # a kept partial line is lost
+                self.skipped += bool(state.partial)
+                state.partial.clear()
+                state.discarding = False
+                if piece.ended:
+                    del self._lines[piece.inode]
+            else:
+                lines += self._split(state, piece.data)
+        self.pending = not caught_up
+        last = self._follow.inodes[-1] if self._follow.inodes else None
+        if last is not None and not last.left and last.pos > self.max_bytes:
+            self._follow.rotate(self.rotated_path, last.fd)
         return self._parse(lines)
 
-    def _consume(self, reader: _Reader, budget: list[int]) -> list[bytes]:
-        """Complete lines appended to ``reader`` since its offset, within ``budget``."""
+    def _split(self, state: _Lines, chunk: bytes) -> list[bytes]:
+        """The lines ``chunk`` completes; the rest waits in ``state``."""
         lines: list[bytes] = []
-        while budget[0] > 0:
-            try:
-                chunk = os.pread(reader.fd, min(budget[0], 1 << 20), reader.offset)
-            except OSError:
-                break
-            if not chunk:
-                break
-            reader.offset += len(chunk)
-            budget[0] -= len(chunk)
-            *complete, rest = chunk.split(b"\n")
-            if complete:
-                first = bytes(reader.partial) + complete[0]
-                reader.partial.clear()
-                if reader.discarding:
-                    reader.discarding = False
-                else:
-                    lines.append(first)
-                lines += complete[1:]
-            if not reader.discarding:
-                reader.partial += rest
-                if len(reader.partial) > MAX_LINE:
-                    self.skipped += 1
-                    reader.partial.clear()
-                    reader.discarding = True
+        *complete, rest = chunk.split(b"\n")
+        if complete:
+            first = bytes(state.partial) + complete[0]
+            state.partial.clear()
+            if state.discarding:
+                state.discarding = False
+            else:
+                lines.append(first)
+            lines += complete[1:]
+        if not state.discarding:
+            state.partial += rest
+            if len(state.partial) > MAX_LINE:
+                self.skipped += 1
+                state.partial.clear()
+                state.discarding = True
         return lines
-
-    def _retire(self, reader: _Reader, now: float) -> None:
-        """The path no longer names ``reader``'s inode (rotated, replaced or deleted): a
-        writer that opened it just before may still append, so follow it a little longer."""
-        reader.deadline = now + GRACE
-        self._old.append(reader)
-
-    def _drop(self, reader: _Reader) -> None:
-        self._old.remove(reader)
-        with contextlib.suppress(OSError):
-            os.close(reader.fd)
-
-    def _maybe_rotate(self, cur: _Reader, now: float) -> None:
-        if cur.offset <= self.max_bytes:
-            return
-        try:
-            fcntl.flock(cur.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return  # another cbos is rotating it
-        try:
-            st = _stat(self.path)
-            if st is None or _ident(st) != cur.ident:
-                return
-            os.replace(self.path, self.rotated_path)
-        except OSError:
-            return
-        finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(cur.fd, fcntl.LOCK_UN)
-        self._retire(cur, now)
-        self._cur = None
 
     def _parse(self, lines: Iterable[bytes]) -> list[HookEvent]:
         events = []
@@ -392,12 +291,12 @@ class Events:
 
 
 def _rotated_tail(path: Path, budget: int, exclude: Ident | None = None) -> list[bytes]:
-    opened = _open(path)
+    opened = open_file(path)
     if opened is None:
         return []
     fd, st = opened
     try:
-        if _ident(st) == exclude:
+        if ident(st) == exclude:
             return []
         lines, _, _ = _tail_lines(fd, st.st_size, budget)
         return lines
@@ -411,18 +310,18 @@ def read_recent(config: Config, max_bytes: int = BACKLOG_BYTES) -> list[HookEven
     path = config.events_file
     lines: list[bytes] = []
     used = 0
-    ident = None
-    opened = _open(path)  # the current file first: a rotation in between is then harmless
+    current = None
+    opened = open_file(path)  # the current file first: a rotation in between is then harmless
     if opened is not None:
         fd, st = opened
         try:
-            ident = _ident(st)
+            current = ident(st)
             lines, _, used = _tail_lines(fd, st.st_size, max_bytes)
         finally:
             os.close(fd)
     older: list[bytes] = []
     if max_bytes - used > 0:
         older = _rotated_tail(path.with_name(path.name + ROTATED_SUFFIX), max_bytes - used,
-                              exclude=ident)
+                              exclude=current)
     events = (parse_line(line) for line in [*older, *lines])
     return [event for event in events if event is not None]

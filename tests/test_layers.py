@@ -149,3 +149,14 @@ def test_the_board_works_without_tmux() -> None:
 def test_registry_and_transcript_take_plain_data() -> None:
     for module in ("cbos.registry", "cbos.transcript"):
         assert "cbos.model" not in reach(module), module
+
+
+def test_only_the_watch_module_imports_inotify() -> None:
+    importers = set()
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n.split(".")[0] == "inotify_simple" for n in names):
+                importers.add(name)
+    assert importers == {"cbos.watch"}

@@ -145,9 +145,11 @@ def cmd_attach(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_wait(args: argparse.Namespace, ctx: Context) -> int:
     from cbos import waiting
+    from cbos.core import Core
 
     wanted = parse_states(args.state)
-    reached = waiting.wait_for(ctx.core(), args.slug, wanted, args.timeout)
+    # A fresh Core: wait_for reads the events backlog itself, once.
+    reached = waiting.wait_for(Core(ctx.config, ctx.tmux), args.slug, wanted, args.timeout)
     if reached is None:
         print(f"cbos: {args.slug} did not reach {','.join(sorted(wanted))} within "
               f"{args.timeout:g}s", file=sys.stderr)
