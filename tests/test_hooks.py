@@ -22,7 +22,7 @@ from cbos.config import Config, ensure_dirs
 from cbos.errors import CbosError
 from cbos.events import Events, HookEvent, parse_line, read_recent
 from tests.conftest import FIXTURES
-from tests.waiting import wait_until
+from tests.support import wait_until
 
 PAYLOAD_FILES = sorted(
     p for p in [*FIXTURES.glob("*.json"), *FIXTURES.glob("variants/*.json")]

@@ -160,3 +160,19 @@ def test_only_the_watch_module_imports_inotify() -> None:
             if any(n.split(".")[0] == "inotify_simple" for n in names):
                 importers.add(name)
     assert importers == {"cbos.watch"}
+
+
+def test_one_thing_one_name() -> None:
+    """Names that once meant different things in different modules (or one thing with two
+    values) are defined in one module only."""
+    where: dict[str, list[str]] = {}
+    for name, path in modules().items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            targets = ([node.name] if isinstance(node, ast.ClassDef) else
+                       [t.id for t in node.targets if isinstance(t, ast.Name)]
+                       if isinstance(node, ast.Assign) else [])
+            for target in targets:
+                where.setdefault(target, []).append(name)
+    for name in ("Session", "Outcome", "_Reader", "BACKLOG_BYTES", "GRACE",
+                 "FALLBACK_REFRESH"):
+        assert len(where.get(name, [])) <= 1, f"{name} is defined in {where[name]}"

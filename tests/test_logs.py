@@ -19,7 +19,7 @@ from cbos.config import touch_private
 from cbos.logs import Chunk, Tail
 from cbos.procs import ProcTable
 from cbos.tmux import Tmux
-from tests.waiting import wait_until
+from tests.support import wait_until
 
 
 class Collector:

@@ -7,7 +7,6 @@ import os
 import pty
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,10 +16,7 @@ from cbos import sessions
 from cbos.config import Config
 from cbos.panes import PaneSession
 from cbos.tmux import Tmux
-from tests.conftest import CliResult
-from tests.waiting import wait_until
-
-Cli = Callable[..., CliResult]
+from tests.support import Cli, prompts, wait_until
 
 
 @pytest.fixture
@@ -29,12 +25,6 @@ def prompt_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "prompts.jsonl"
     monkeypatch.setenv("CBOS_CLAUDE_ENV_VARS", f"FAKE_CLAUDE_LOG={path} FAKE_MARK=from-env")
     return path
-
-
-def prompts(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return [json.loads(line)["prompt"] for line in path.read_text().splitlines()]
 
 
 def project(tmp_path: Path, name: str = "proj") -> Path:

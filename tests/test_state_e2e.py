@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,7 @@ import pytest
 from cbos import config as config_mod
 from cbos.events import read_recent
 from cbos.tmux import Tmux
-from tests.conftest import CliResult
-from tests.waiting import wait_until
-
-Cli = Callable[..., CliResult]
+from tests.support import Cli, wait_until
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cbos.watch import Follow, Piece, Seen, Watch
-from tests.waiting import wait_until
+from tests.support import wait_until
 
 
 @pytest.fixture

@@ -39,10 +39,8 @@ from cbos.model import SessionView
 from cbos.state import State
 from cbos.tmux import Tmux
 from cbos.web import WebServer
-from tests.conftest import CliResult
-from tests.waiting import wait_until
+from tests.support import Cli, prompts, wait_until
 
-Cli = Callable[..., CliResult]
 Message = dict[str, Any]
 
 
@@ -218,12 +216,6 @@ def wait_composer(harness: Harness, ws: ClientConnection, slug: str) -> None:
         reply = ask(ws, {"type": "get_buffer", "session": slug})
         return reply["type"] == "buffer" and "❯\u00a0" in reply["data"]
     wait_until(ready, timeout=20, message=f"{slug} shows its composer")
-
-
-def prompts(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return [json.loads(line)["prompt"] for line in path.read_text().splitlines()]
 
 
 # -- raw handshakes ------------------------------------------------------------------------

@@ -175,35 +175,35 @@ def cmd_tail(args: argparse.Namespace, ctx: Context) -> int:
     session = ctx.core().session(args.slug)
     colours = sys.stdout.isatty()
     try:
-        if args.raw:
+        if args.raw and not args.follow:
             sys.stdout.buffer.write(tail_bytes(ctx.config.log_path(session.slug), args.lines))
             sys.stdout.flush()
-            if args.follow:
-                follow.raw(ctx.config, session.slug, sys.stdout.buffer)
+        elif args.raw:
+            follow.raw(ctx.config, session.slug, sys.stdout.buffer, args.lines)
+        elif not args.follow:
+            print(ctx.tmux.capture(session.pane.pane_id, colours=colours, lines=args.lines),
+                  flush=True)
         else:
-            screen = ctx.tmux.capture(session.pane.pane_id, colours=colours, lines=args.lines)
-            print(screen, flush=True)
-            if args.follow:
-                follow.rendered(ctx.config, ctx.tmux, session.slug, session.pane.pane_id,
-                                screen.splitlines(), colours)
+            follow.rendered(ctx.config, ctx.tmux, session.slug, session.pane.pane_id,
+                            colours, args.lines, sys.stdout)
     except KeyboardInterrupt:
         pass  # Ctrl+C is how `tail -f` ends: not an error
     return 0
 
 
-def tail_bytes(path: Path, lines: int | None, max_bytes: int = 1 << 20) -> bytes:
-    """The last ``lines`` lines (or last ``max_bytes``) of a log, read from its end."""
+def tail_bytes(path: Path, lines: int | None) -> bytes:
+    """The last ``lines`` lines (or last :data:`cbos.follow.SHOWN_BYTES`) of a log."""
+    from cbos.follow import SHOWN_BYTES, last_lines
+
     try:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
+            fh.seek(max(0, size - SHOWN_BYTES))
             data = fh.read()
     except FileNotFoundError:
         raise CbosError(f"no log at {path}; the session has printed nothing yet") from None
-    if lines is not None:
-        data = b"".join(data.splitlines(keepends=True)[-lines:])
-    return data
+    return last_lines(data, lines)
 
 
 def register(sub: Subparsers) -> None:
