@@ -560,6 +560,37 @@ def test_resume_with_since_replays_then_goes_live_without_overlap(
         thread.join()
 
 
+def test_subscribe_without_since_goes_live_exactly_where_it_says(
+        tmux: Tmux, start_web: Callable[..., Harness]) -> None:
+    harness = start_web()
+    log = harness.log("LIVE")
+    append(log, lines(0, 100))
+    wait_until(lambda: "LIVE" in harness.engine.tail.slugs(), message="tail follows LIVE")
+    stop = threading.Event()
+
+    def writer() -> None:  # output keeps coming while the client subscribes
+        n = 1000
+        while not stop.is_set():
+            append(log, lines(n, 1))
+            n += 1
+            stop.wait(0.001)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        with client(harness) as ws:
+            greeted(ws)
+            start = ask(ws, {"type": "subscribe", "sessions": ["LIVE"]})["offsets"]["LIVE"]
+            wait_until(lambda: log.stat().st_size > start + 5000, message="more output")
+            stop.set()
+            thread.join()
+            got = collect_stream(ws, "LIVE", log.stat().st_size)
+            check_contiguous(got, start, log.read_bytes())
+    finally:
+        stop.set()
+        thread.join()
+
+
 def test_since_from_another_numbering_replays_what_is_kept_marked_as_a_gap(
         tmux: Tmux, start_web: Callable[..., Harness]) -> None:
     harness = start_web()
