@@ -151,7 +151,7 @@ class Tail:
         self._closed = False
         self._watch = Watch()
         try:
-            if self._watch.directory(self._dir, None) is None:
+            if self._watch.directory(self._dir, "dir") is None:
                 raise FileNotFoundError(f"cannot watch {self._dir}")
             # A directory fd to flock: two cbos instances must not rotate the same log.
             self._dirfd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -336,7 +336,7 @@ class Tail:
                 # Events were dropped: any file may have moved. Saved offsets make a
                 # re-check of everything exact.
                 self._mark_all()
-            elif change.key is None:  # the directory
+            elif change.key == "dir":
                 if change.gone:
                     log.warning("log directory %s went away; the tail sees nothing more",
                                 self._dir)

@@ -65,7 +65,7 @@ def is_at(path: Path | str, inode: Ident) -> bool:
 class Change:
     """One inotify event, in words: which watch (its ``key``), which name, what kind."""
 
-    key: Hashable  # what the watch was added with
+    key: Hashable  # what the watch was added with (None for an overflow)
     name: str  # the entry's name, for a directory watch
     closed: bool  # a writer closed the file (IN_CLOSE_WRITE)
     gone: bool  # the watch itself ended (IN_IGNORED: its directory or inode went away)
@@ -129,11 +129,15 @@ class Watch:
         f = self._flags
         found = []
         for ev in events:
-            overflow = bool(ev.mask & f.Q_OVERFLOW)
-            self.overflows += overflow
+            if ev.mask & f.Q_OVERFLOW:
+                self.overflows += 1
+                found.append(Change(None, "", closed=False, gone=False, overflow=True))
+                continue
+            if ev.wd not in self._keys:
+                continue  # a watch removed meanwhile (its IN_IGNORED comes after)
             gone = bool(ev.mask & f.IGNORED)
-            key = self._keys.pop(ev.wd, None) if gone else self._keys.get(ev.wd)
-            found.append(Change(key, ev.name, bool(ev.mask & f.CLOSE_WRITE), gone, overflow))
+            key = self._keys.pop(ev.wd) if gone else self._keys[ev.wd]
+            found.append(Change(key, ev.name, bool(ev.mask & f.CLOSE_WRITE), gone, False))
         return found
 
     def close(self) -> None:

@@ -41,7 +41,7 @@ def test_a_file_is_followed_across_truncation_rotation_and_recreation(
         tmp_path: Path, watch: Watch) -> None:
     path = tmp_path / "f.log"
     path.write_bytes(b"before\n")
-    assert watch.directory(tmp_path, None) is not None
+    assert watch.directory(tmp_path, "dir") is not None
     follow = Follow(path, watch, "f")
     assert follow.open(at_end=True) is not None
     with open(path, "ab") as f:
@@ -66,6 +66,8 @@ def test_a_file_is_followed_across_truncation_rotation_and_recreation(
     wait_until(lambda: seen.extend(follow_all(follow, watch)) or
                data(seen) == b"new file\n", message="the writer's close ends the old inode")
     assert [p.ended for p in seen][:1] == [True] and len(follow.inodes) == 1
+    # The old inode's watch went with it: that is not the directory going away.
+    assert not [c for c in watch.changes() if c.gone]
 
     path.unlink()  # re-created
     assert follow.check_path() is Seen.GONE
