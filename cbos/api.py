@@ -40,7 +40,7 @@ from cbos.errors import CbosError, NotFoundError, RefusedError, TmuxError, Usage
 from cbos.events import HookEvent, read_recent
 from cbos.model import SessionView
 from cbos.state import EXITING, State
-from cbos.tmux import Tmux, format_escape
+from cbos.tmux import Tmux
 from cbos.waiting import FALLBACK_REFRESH, Wakeups, wait_for
 
 COMPOSER = "❯\u00a0"  # Claude's empty prompt line: the mark, then a NO-BREAK SPACE
@@ -456,17 +456,14 @@ def respawn(config: config_mod.Config, tmux: Tmux, pane_id: str, slug: str, path
             args: Sequence[str], env: Mapping[str, str]) -> None:
     """Start claude again in a dead pane, in place (same pane id, same log).
 
-    ``respawn-pane`` without ``-k`` refuses a pane whose process still runs: it can never
-    kill a claude that came back in the meantime.
+    It can never kill a claude that came back in the meantime (see :meth:`Tmux.respawn`).
     """
     argv = sessions.claude_argv(config, _claude_args(config, args))
     full_env = {**config.claude_env, **env, "CBOS_SESSION": slug}
-    env_args = [a for k, v in full_env.items() for a in ("-e", f"{k}={v}")]
     config_mod.ensure_dirs(config)
     log = config.log_path(slug)
     config_mod.touch_private(log)
-    tmux.cmd("respawn-pane", "-t", pane_id, "-c", format_escape(path), *env_args,
-             "exec " + shlex.join(argv))
+    tmux.respawn(pane_id, path, "exec " + shlex.join(argv), full_env)
     pane = tmux.pane(pane_id)
     if pane is not None and not pane.piped:
         # tmux 3.3a keeps a pane's pipe through its death and respawn; re-arm it where not.

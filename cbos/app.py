@@ -12,11 +12,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import os
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +26,7 @@ from cbos.engine import Engine, Outcome
 from cbos.errors import CbosError
 from cbos.logs import Chunk
 from cbos.model import Snapshot
+from cbos.panes import Pane
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -436,40 +435,40 @@ class App:
             return
         tmux = self.engine.core.tmux
 
-        def work() -> list[str] | None:
+        def work() -> bool:
             if tmux.inside():
                 tmux.switch_client(pane)
-                return None
-            return tmux.attach_argv(pane)
+                return True
+            tmux.select(pane)  # here on the worker; only the attach needs the loop
+            return False
 
         def done(outcome: Outcome) -> None:
             if not outcome.ok:
                 self.room.error(outcome.error)
-            elif outcome.value is None:
+            elif outcome.value:
                 self.room.notice(f"switched to {slug}")
                 if self.popup:
                     self.quit_soon()
             else:
-                self.attach(slug, outcome.value)
+                self.attach(slug, pane)
 
         self.engine.run(work, self.guard(done))
 
-    def attach(self, slug: str, argv: Sequence[str]) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "TMUX"}
+    def attach(self, slug: str, pane: Pane) -> None:
         try:
             with self.loop.paused():
-                result = subprocess.run(list(argv), env=env, check=False)
-        except OSError as exc:
+                status = self.engine.core.tmux.attach(pane)
+        except (OSError, CbosError) as exc:
             self.room.error(f"could not run tmux attach: {exc}")
             return
         finally:
             self._no_intr()
         if self.popup:
             self.quit_soon()
-        elif result.returncode == 0:
+        elif status == 0:
             self.room.notice(f"back from {slug}")
         else:
-            self.room.error(f"tmux attach to {slug} ended with status {result.returncode}")
+            self.room.error(f"tmux attach to {slug} ended with status {status}")
         self.want_capture()
 
     # -- the WebSocket server -------------------------------------------------------------

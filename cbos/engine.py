@@ -234,9 +234,10 @@ class Engine:
         self.run(gather, done)
 
     def _check_pipes(self, gathered: Gathered) -> None:
-        # Only panes cbos pipes itself: a pane piped by someone else is not ours to re-arm.
+        # Only pipes cbos armed (and marked): a pipe set up by anyone else is not ours to
+        # re-arm, whoever started the claude in the pane.
         live = {s.slug: s.pane.pane_id for s in gathered.sessions
-                if not s.pane.dead and (s.pane.owned or s.pane.slug)}
+                if not s.pane.dead and s.pane.pipe_ours}
         self.tail.check_pipes(gathered.procs, live)
 
     def refresh_dialogs(self, only: list[str] | None = None) -> None:
@@ -362,4 +363,5 @@ class Engine:
         session = self.core.board.sessions.get(slug)
         if session is None or session.pane.dead:
             return
-        self.core.tmux.pipe(session.pane.pane_id, self.config.log_path(slug))
+        pane_id, log_path, tmux = session.pane.pane_id, self.config.log_path(slug), self.core.tmux
+        self.run(lambda: tmux.rearm(pane_id, log_path))

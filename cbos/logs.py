@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import shlex
 import threading
 import time
 from collections import deque
@@ -36,8 +35,6 @@ from cbos.watch import Follow, Ident, Inode, Seen, Watch, ident, is_at, stat_fil
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^([A-Za-z0-9_-]+)\.log$")
-_DEAD = frozenset({"stopped", "zombie", "dead", "tracing-stop"})
-_SHELLS = frozenset({"sh", "dash", "bash"})
 
 
 @dataclass(frozen=True)
@@ -282,8 +279,7 @@ class Tail:
         that becomes it). Output the pane wrote meanwhile is lost, so the next chunk of a
         re-armed session is marked as a gap. Returns the slugs re-armed.
         """
-        healthy = {os.path.realpath(target) for proc in procs.procs.values()
-                   if proc.status not in _DEAD and (target := _pipe_target(proc.cmdline))}
+        healthy = procs.pipe_logs()
         rearmed: list[str] = []
         with self._lock:
             if self._rearm is None:
@@ -566,25 +562,6 @@ class Tail:
             os.replace(tmp, lg.base_path)
         except OSError as exc:
             log.warning("cannot save %s: %s", lg.base_path, exc)
-
-
-def _pipe_target(argv: tuple[str, ...]) -> str | None:
-    """The log a pipe process writes: ``tee -a -- LOG``, or ``sh -c 'exec tee ... LOG ...'``
-    for the instant before the shell execs tee."""
-    if not argv:
-        return None
-    name = os.path.basename(argv[0])
-    if name == "tee":
-        return argv[-1]
-    if name in _SHELLS and len(argv) >= 3 and argv[1] == "-c" and "tee" in argv[2]:
-        try:
-            words = shlex.split(argv[2])
-        except ValueError:
-            return None
-        if "tee" in words and "--" in words[words.index("tee"):]:
-            rest = words[words.index("--", words.index("tee")) + 1:]
-            return rest[0] if rest else None
-    return None
 
 
 def _open_ident(path: Path, inode: Ident) -> int | None:

@@ -19,6 +19,9 @@ from cbos.events import HookEvent
 from cbos.panes import PaneSession
 from cbos.procs import ProcTable
 
+# Said of a pane whose output goes to a pipe-pane its user set up: cbos leaves it alone.
+USER_PIPE = "output goes to the user's own pipe-pane (cbos leaves it; no live log here)"
+
 
 @dataclass(frozen=True)
 class SessionView:
@@ -155,6 +158,8 @@ class Board:
             dialog=self.dialogs.get(session.slug), stall_seconds=self.stall_seconds,
         )
         verdict = st.infer(signals)
+        if session.pane.foreign_pipe and not session.pane.dead:
+            verdict = st.Verdict(verdict.state, f"{verdict.reason}; {USER_PIPE}", verdict.since)
         previous = self._views.get(session.slug)
         if previous is not None and (previous.state, previous.reason) == (verdict.state,
                                                                           verdict.reason):

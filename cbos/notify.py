@@ -1,10 +1,9 @@
 """Notifications: tell the person when a session starts needing them.
 
 When a session starts waiting or asks for permission, cbos shows a tmux message on every
-attached client naming the session (and what it asks), rings the bell on the session's
-window (tmux marks it with its bell flag, ``#{window_bell_flag}``, and rings the terminal
-as ``bell-action`` says), and, when asked, sends a desktop notification with
-``notify-send``.
+attached client naming the session (and what it asks), rings the bell on every attached
+client's terminal (never into the pane, whose output is claude's), and, when asked, sends
+a desktop notification with ``notify-send``.
 
 What counts as "starts" (:func:`transitions`, pure): the state becomes ``permission`` or
 ``waiting`` from another state. Staying in a state is never news, whatever its reason
@@ -43,6 +42,7 @@ from typing import Any, Protocol
 from cbos.errors import CbosError
 from cbos.model import SessionView, Snapshot
 from cbos.state import ICONS, State
+from cbos.tmux import Client
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,11 @@ _OFF = frozenset({"off", "no", "false", "0", "none"})
 
 
 class TmuxLike(Protocol):
-    def cmd(self, *args: str, stdin: bytes | None = None, check: bool = True,
-            plain: bool = False) -> list[str]: ...
+    def clients(self) -> list[Client]: ...
+
+    def show_message(self, client: str, text: str, milliseconds: int) -> None: ...
+
+    def global_option(self, name: str) -> str: ...
 
 
 class EngineLike(Protocol):
@@ -251,16 +254,8 @@ class Notifier:
     # -- worker thread --------------------------------------------------------------------
 
     def read_options(self) -> Channels:
-        values = {}
-        for name in DEFAULTS:
-            try:
-                # plain: read-only, and at start-up it must not pull libtmux's import
-                # onto the worker while the first paint is being drawn.
-                lines = self._tmux.cmd("show-options", "-gqv", name, plain=True)
-            except CbosError as exc:  # no server yet: defaults, read again later
-                log.debug("reading %s: %s", name, exc)
-                lines = []
-            values[name] = lines[0] if lines else ""
+        # No server yet reads as unset: the defaults, read again later.
+        values = {name: self._tmux.global_option(name) for name in DEFAULTS}
         self._channels = Channels.from_options(values)
         self._read_at = time.monotonic()
         return self._channels
@@ -291,25 +286,30 @@ class Notifier:
     def display(self, notices: Sequence[Notice]) -> None:
         """One message on every attached client (a client shows one message at a time)."""
         text = tmux_literal(summary(notices))
-        for client in self._tmux.cmd("list-clients", "-F", "#{client_name}", check=False):
-            self._tmux.cmd("display-message", "-c", client, "-d", str(MESSAGE_MS), "--",
-                           text, check=False)
+        for client in self._tmux.clients():
+            self._tmux.show_message(client.name, text, MESSAGE_MS)
 
     def bell(self, notice: Notice) -> None:
-        """A BEL in the pane's output: tmux then flags the window (``window_bell_flag``) and
-        rings the terminal as ``bell-action`` says. Written to the pane's terminal (the tty
-        claude writes to; claude never reads it), one byte, never blocking. Claude is idle
-        in the states rung for, so the byte does not land inside its drawing."""
-        lines = self._tmux.cmd("display-message", "-p", "-t", notice.pane_id, "#{pane_tty}")
-        tty = lines[0] if lines else ""
-        if not tty.startswith("/dev/"):
-            return
-        fd = os.open(tty, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            if stat.S_ISCHR(os.fstat(fd).st_mode):
-                os.write(fd, b"\a")
-        finally:
-            os.close(fd)
+        """A BEL on the terminal of every attached client, which rings or flags it as the
+        terminal is set to. Written to the client's tty, not into the pane: the pane's
+        output is claude's alone (its log, the activity clock, the WebSocket stream).
+        One byte, never blocking; a client that went away meanwhile is skipped."""
+        for client in self._tmux.clients():
+            if not client.tty.startswith("/dev/"):
+                continue
+            try:
+                fd = os.open(client.tty, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK
+                             | os.O_CLOEXEC)
+            except OSError as exc:
+                log.debug("bell on %s: %s", client.tty, exc)
+                continue
+            try:
+                if stat.S_ISCHR(os.fstat(fd).st_mode):
+                    os.write(fd, b"\a")
+            except BlockingIOError:
+                pass  # the terminal is not reading: a bell is not worth waiting for
+            finally:
+                os.close(fd)
 
     def desktop(self, notice: Notice) -> None:
         """``notify-send``, when installed; not waited for (reaped on the next one)."""

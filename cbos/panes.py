@@ -35,6 +35,12 @@ class Pane:
     attached: bool
     slug: str  # "" when cbos has not adopted the pane
     owned: bool  # cbos created the tmux session around it
+    pipe_ours: bool = False  # the pane's pipe is the one cbos armed (PIPE_OPTION)
+
+    @property
+    def foreign_pipe(self) -> bool:
+        """The pane pipes its output somewhere cbos did not choose: not ours to touch."""
+        return self.piped and not self.pipe_ours
 
     @property
     def target(self) -> str:

@@ -17,6 +17,7 @@ _CLAUDE_NAMES = frozenset({"claude", "claude.exe"})
 _RUNTIMES = frozenset({"node", "bun", "nodejs"})
 _HOOK_SHELLS = frozenset({"sh", "dash", "bash"})
 ZOMBIE = "zombie"  # psutil.STATUS_ZOMBIE, without importing psutil for a constant
+_NOT_RUNNING = frozenset({"stopped", ZOMBIE, "dead", "tracing-stop"})  # a pipe there is stuck
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,13 @@ class ProcTable:
                 continue
             tools.append(child)
         return tools
+
+    def pipe_logs(self) -> set[str]:
+        """Real paths of the logs that running pipe processes of cbos (``tee``) write."""
+        from cbos.tmux import pipe_target
+
+        return {os.path.realpath(target) for proc in self.procs.values()
+                if proc.status not in _NOT_RUNNING and (target := pipe_target(proc.cmdline))}
 
     def tree_usage(self, pid: int) -> tuple[int, float]:
         """(RSS bytes, CPU seconds) of a process and everything under it, read now."""

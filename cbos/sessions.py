@@ -7,7 +7,9 @@ cbos adopts on sight: a slug, and a pipe into its log).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import os
 import re
 import shlex
 import shutil
@@ -123,6 +125,11 @@ def discover(tmux: Tmux, config: Config, procs: ProcTable | None = None,
     taken = {p.slug for p in panes if p.slug} | {p.session_name for p in panes if p.owned}
     sessions: list[PaneSession] = []
     for pane in panes:
+        if adopt and pane.slug and pane.foreign_pipe and _tees_into_its_log(
+                table, config, pane.slug):
+            # Armed by a cbos from before pipes were marked: ours, so say so.
+            tmux.claim_pipe(pane.pane_id)
+            pane = dataclasses.replace(pane, pipe_ours=True)
         claude = None if pane.dead else table.claude_in_pane(pane.pid)
         slug = pane.slug
         if not slug:
@@ -132,10 +139,14 @@ def discover(tmux: Tmux, config: Config, procs: ProcTable | None = None,
             taken.add(slug)
             _adopt(tmux, config, pane, slug)
         elif adopt and not pane.dead and not pane.piped:
-            # Our pipe died (its reader was killed): re-arm it, appending to the same log.
+            # No pipe at all (ours died, or its owner stopped theirs): pipe into the log.
             _start_pipe(tmux, config, pane.pane_id, slug)
         sessions.append(PaneSession(slug=slug, pane=pane, claude=claude, adopted=not pane.owned))
     return sessions
+
+
+def _tees_into_its_log(table: ProcTable, config: Config, slug: str) -> bool:
+    return os.path.realpath(config.log_path(slug)) in table.pipe_logs()
 
 
 def _start_pipe(tmux: Tmux, config: Config, pane_id: str, slug: str) -> None:

@@ -1,7 +1,7 @@
 """`cbos status`: one short line for tmux's status bar, cheap enough to run every interval.
 
 tmux runs it through ``#()`` at most once a second, so it avoids everything heavy: no
-urwid, no libtmux (one plain ``list-panes``), no psutil (Claude's status files and the
+urwid (one ``list-panes``), no psutil (Claude's status files and the
 pane listing say whether claude runs), only the newest events, and the state machinery
 is imported only once the listing shows there is a session at all.
 """
@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cbos.tmux import quick_list_panes
+from cbos.tmux import Tmux
 
 if TYPE_CHECKING:
     from cbos import state as st
@@ -48,7 +48,7 @@ def _status_by_pane(directory: Path) -> dict[str, st.StatusFile]:
 
 def line(config: Config) -> str:
     """``⚠ 1 ● 2 ◑ 3``: sessions needing the person first; empty when nothing is going on."""
-    panes = [p for p in quick_list_panes(config.tmux_socket) if p.slug]
+    panes = [p for p in Tmux(config.tmux_socket).list_panes() if p.slug]
     if not panes:
         return ""
     from cbos import state as st

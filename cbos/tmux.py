@@ -1,9 +1,13 @@
-"""The only module that talks to tmux (through libtmux).
+"""The only module that runs tmux: every tmux command line goes through :meth:`Tmux.cmd`.
 
-Every tmux call goes through :meth:`Tmux.cmd`. Listings are lenient (no server means no
-panes); actions are loud (a failure raises :class:`~cbos.errors.TmuxError` with tmux's own
-words). Panes and sessions are always addressed by id (``%7``, ``$3``): tmux matches names
-by prefix, and typing into the wrong session is the one mistake cbos must never make.
+Listings are lenient (no server means no panes); actions are loud (a failure raises
+:class:`~cbos.errors.TmuxError` with tmux's own words). Panes and sessions are always
+addressed by id (``%7``, ``$3``): tmux matches names by prefix, and typing into the wrong
+session is the one mistake cbos must never make.
+
+tmux runs as a plain subprocess of the binary found once (:func:`tmux_binary`): one path
+for every call, able to feed stdin (``load-buffer -``), and no library import on the
+status line's or the first paint's start-up budget.
 """
 
 from __future__ import annotations
@@ -14,27 +18,28 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cbos.errors import RefusedError, TmuxError
 from cbos.panes import Pane
-
-if TYPE_CHECKING:
-    import libtmux
 
 MIN_VERSION = (3, 2)
 SEP = "\x1f"  # unit separator: never in slugs, and tmux passes it through unescaped
 SLUG_OPTION = "@cbos_slug"
 OWNED_OPTION = "@cbos_owned"  # set on tmux sessions that cbos created (kill-session is ok)
+# Set on a pane while its pipe is the one cbos armed. A pane hook clears it whenever
+# anything else runs pipe-pane on the pane (a person's own `pipe-pane 'cat >> mine.log'`),
+# so cbos re-arms only pipes it armed, and never replaces one it did not.
+PIPE_OPTION = "@cbos_pipe"
 
 # (format, attribute) pairs of one batched `list-panes -a` query.
 _PANE_FORMAT = (
     "pane_id", "session_id", "session_name", "window_id", "window_index", "pane_index",
     "pane_pid", "pane_dead", "pane_dead_status", "pane_dead_signal", "pane_current_command",
     "pane_current_path", "pane_in_mode", "pane_pipe", "pane_width", "pane_height",
-    "session_attached", SLUG_OPTION, OWNED_OPTION,
+    "session_attached", SLUG_OPTION, OWNED_OPTION, PIPE_OPTION,
 )
 _NO_SERVER = ("no server running", "error connecting to", "server exited unexpectedly")
 
@@ -58,6 +63,7 @@ def _parse_pane(line: str) -> Pane | None:
         piped=f["pane_pipe"] == "1", width=_int(f["pane_width"]) or 0,
         height=_int(f["pane_height"]) or 0, attached=f["session_attached"] not in ("", "0"),
         slug=f[SLUG_OPTION], owned=f[OWNED_OPTION] == "1",
+        pipe_ours=f["pane_pipe"] == "1" and f[PIPE_OPTION] == "1",
     )
 
 
@@ -68,14 +74,26 @@ def parse_panes(lines: Iterable[str]) -> list[Pane]:
     return [pane for pane in map(_parse_pane, lines) if pane is not None]
 
 
-def quick_list_panes(socket_name: str | None) -> list[Pane]:
-    """The pane listing without libtmux, for the status line's start-up budget."""
-    args = [tmux_binary(), *([f"-L{socket_name}"] if socket_name else []),
-            "list-panes", "-a", "-F", PANE_FORMAT]
-    proc = subprocess.run(args, capture_output=True, check=False)
-    if proc.returncode != 0:
-        return []
-    return parse_panes(proc.stdout.decode("utf-8", "replace").splitlines())
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh"})
+
+
+def pipe_target(argv: tuple[str, ...]) -> str | None:
+    """The log a pipe process of :meth:`Tmux.pipe` writes: ``tee -a -- LOG``, or
+    ``sh -c 'exec tee ... LOG ...'`` for the instant before the shell execs tee."""
+    if not argv:
+        return None
+    name = os.path.basename(argv[0])
+    if name == "tee":
+        return argv[-1]
+    if name in _SHELLS and len(argv) >= 3 and argv[1] == "-c" and "tee" in argv[2]:
+        try:
+            words = shlex.split(argv[2])
+        except ValueError:
+            return None
+        if "tee" in words and "--" in words[words.index("tee"):]:
+            rest = words[words.index("--", words.index("tee")) + 1:]
+            return rest[0] if rest else None
+    return None
 
 
 def format_escape(text: str) -> str:
@@ -109,49 +127,28 @@ class Tmux:
     def __init__(self, socket_name: str | None = None) -> None:
         tmux_binary()  # a missing or too old tmux fails here, clearly, not mid-action
         self.socket_name = socket_name
-        self._server: libtmux.Server | None = None
-
-    @property
-    def server(self) -> libtmux.Server:
-        # Imported on first use, not at module level: libtmux costs ~40-60 ms to import,
-        # which the status line (`cbos status`) and the TUI's first paint (whose only
-        # tmux call is the plain pane listing) need not pay.
-        if self._server is None:
-            import libtmux
-
-            self._server = libtmux.Server(socket_name=self.socket_name,
-                                          tmux_bin=tmux_binary())
-        return self._server
 
     # -- the one wrapper ------------------------------------------------------------------
 
     def _server_args(self) -> list[str]:
         return [f"-L{self.socket_name}"] if self.socket_name else []
 
-    def cmd(self, *args: str, stdin: bytes | None = None, check: bool = True,
-            plain: bool = False) -> list[str]:
+    def cmd(self, *args: str, stdin: bytes | None = None, check: bool = True) -> list[str]:
         """Run one tmux command line (``";"`` separates commands); return stdout lines.
 
-        With ``stdin`` the bytes are fed to tmux (for ``load-buffer -``), which libtmux
-        cannot do, so that case runs the same binary and socket directly; so does the
-        read-only pane listing (``plain``), which must not wait for libtmux's import.
+        ``stdin`` is fed to tmux (for ``load-buffer -``).
         """
-        if stdin is None and not plain:
-            result = self.server.cmd(*args)
-            out, err, code = result.stdout, result.stderr, result.returncode
-        else:
-            proc = subprocess.run([tmux_binary(), *self._server_args(), *args],
-                                  input=stdin, capture_output=True, check=False)
-            out = proc.stdout.decode("utf-8", "replace").splitlines()
-            err = proc.stderr.decode("utf-8", "replace").splitlines()
-            code = proc.returncode
-        if check and (code != 0 or err):
-            message = " ".join(err).strip() or f"exit status {code}"
+        proc = subprocess.run([tmux_binary(), *self._server_args(), *args],
+                              input=stdin, capture_output=True, check=False)
+        out = proc.stdout.decode("utf-8", "replace").splitlines()
+        err = proc.stderr.decode("utf-8", "replace").splitlines()
+        if check and (proc.returncode != 0 or err):
+            message = " ".join(err).strip() or f"exit status {proc.returncode}"
             if any(marker in message for marker in _NO_SERVER):
                 raise TmuxError(f"no tmux server is running{self._where()}; "
                                 "start a session with `cbos new`")
             raise TmuxError(f"tmux {args[0]} failed: {message}")
-        return list(out)
+        return out
 
     def _where(self) -> str:
         return f" on socket {self.socket_name!r}" if self.socket_name else ""
@@ -159,7 +156,7 @@ class Tmux:
     def alive(self) -> bool:
         """Whether the server answers (a plain call: asked on refreshes that list nothing)."""
         try:
-            self.cmd("list-sessions", "-F", "#{session_id}", plain=True)
+            self.cmd("list-sessions", "-F", "#{session_id}")
         except TmuxError:
             return False
         return True
@@ -169,7 +166,7 @@ class Tmux:
     def list_panes(self) -> list[Pane]:
         """Every pane of every session in one query; no server means an empty list."""
         try:
-            lines = self.cmd("list-panes", "-a", "-F", PANE_FORMAT, plain=True)
+            lines = self.cmd("list-panes", "-a", "-F", PANE_FORMAT)
         except TmuxError as exc:
             if "no tmux server is running" in str(exc):
                 return []
@@ -227,16 +224,54 @@ class Tmux:
                             "check that the claude command starts by hand")
         return pane
 
-    def pipe(self, pane_id: str, log_path: Path) -> None:
-        """(Re)start the pane's pipe into ``log_path``, replacing any pipe it had.
+    def respawn(self, pane_id: str, path: str, command: str, env: Mapping[str, str]) -> None:
+        """Start ``command`` again in a dead pane, in place (same pane id, same pipe).
 
+        Without ``-k``, tmux refuses a pane whose process still runs: this can never kill
+        a program that came back in the meantime.
+        """
+        env_args = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
+        self.cmd("respawn-pane", "-t", pane_id, "-c", format_escape(path), *env_args, command)
+
+    def pipe(self, pane_id: str, log_path: Path) -> None:
+        """Start the pane's pipe into ``log_path`` and mark it as cbos's.
+
+        Callers pipe only a pane with no pipe, or with cbos's own (:meth:`rearm` checks).
         Without ``-o``, pipe-pane closes an existing pipe and opens the new one; ``-o``
         would toggle it off instead. tmux expands formats in the command, hence the escape.
+        One command line: the hook that forgets the mark on any later pipe-pane, the pipe
+        (which fires that hook at once), then the mark.
         """
         # tee rather than cat: its argv names the log, so the pipe process can be found
         # (and found dead or stopped) in a process snapshot without opening /proc fds.
         shell = f"exec tee -a -- {shlex.quote(str(log_path))} >/dev/null"
-        self.cmd("pipe-pane", "-t", pane_id, format_escape(shell))
+        self.cmd(*self._forget_mark(pane_id), ";",
+                 "pipe-pane", "-t", pane_id, format_escape(shell), ";",
+                 "set-option", "-p", "-t", pane_id, PIPE_OPTION, "1")
+
+    def claim_pipe(self, pane_id: str) -> None:
+        """Mark the pane's running pipe as cbos's (one an older cbos armed unmarked)."""
+        self.cmd(*self._forget_mark(pane_id), ";",
+                 "set-option", "-p", "-t", pane_id, PIPE_OPTION, "1")
+
+    @staticmethod
+    def _forget_mark(pane_id: str) -> list[str]:
+        # A pane hook: it runs after every pipe-pane on this pane, whoever runs it, and
+        # leaves any global after-pipe-pane hook of the user's alone.
+        return ["set-hook", "-p", "-t", pane_id, "after-pipe-pane",
+                f"set-option -p -u {PIPE_OPTION}"]
+
+    def rearm(self, pane_id: str, log_path: Path) -> bool:
+        """Point cbos's pipe at ``log_path`` again (log rotated or deleted, tee died);
+        False, and nothing done, when the pane's pipe is not cbos's: a person's own
+        ``pipe-pane`` is never replaced. Asks tmux afresh: a listing may be seconds old."""
+        state = self.cmd("display-message", "-p", "-t", pane_id,
+                         f"#{{pane_pipe}}:#{{{PIPE_OPTION}}}")
+        piped, _, mark = (state[0] if state else "0:").partition(":")
+        if piped == "1" and mark != "1":
+            return False
+        self.pipe(pane_id, log_path)
+        return True
 
     def unpipe(self, pane_id: str) -> None:
         self.cmd("pipe-pane", "-t", pane_id)
@@ -334,8 +369,54 @@ class Tmux:
                  "select-pane", "-t", pane.pane_id, ";",
                  "switch-client", "-t", pane.session_id)
 
-    def attach_argv(self, pane: Pane) -> list[str]:
-        """argv that attaches a terminal to the pane's session (run it, or exec it)."""
+    def select(self, pane: Pane) -> None:
+        """Make the pane the current one of its session (what an attach then shows)."""
         self.cmd("select-window", "-t", pane.window_id, ";",
                  "select-pane", "-t", pane.pane_id)
+
+    def _attach_argv(self, pane: Pane) -> list[str]:
         return [tmux_binary(), *self._server_args(), "attach-session", "-t", pane.session_id]
+
+    def attach(self, pane: Pane) -> int:
+        """``tmux attach`` to the pane's session on this terminal until it detaches; its
+        exit status. The caller selected the pane (:meth:`select`) and handed the terminal
+        over (the TUI pauses its screen)."""
+        return subprocess.run(self._attach_argv(pane), env=_outside_tmux(),
+                              check=False).returncode
+
+    def exec_attach(self, pane: Pane) -> None:
+        """Select the pane and become ``tmux attach`` (the CLI's last act): never returns."""
+        self.select(pane)
+        argv = self._attach_argv(pane)
+        os.execve(argv[0], argv, _outside_tmux())
+
+    # -- clients --------------------------------------------------------------------------
+
+    def clients(self) -> list[Client]:
+        """The attached clients (none without a server)."""
+        lines = self.cmd("list-clients", "-F", f"#{{client_name}}{SEP}#{{client_tty}}",
+                         check=False)
+        return [Client(*line.split(SEP)) for line in lines if line.count(SEP) == 1]
+
+    def show_message(self, client: str, text: str, milliseconds: int) -> None:
+        """``text`` on one client's status line; the caller makes it literal (formats)."""
+        self.cmd("display-message", "-c", client, "-d", str(milliseconds), "--", text,
+                 check=False)
+
+    def global_option(self, name: str) -> str:
+        """A global (user) option's value; "" when unset or with no server."""
+        lines = self.cmd("show-options", "-gqv", name, check=False)
+        return lines[0] if lines else ""
+
+
+@dataclass(frozen=True)
+class Client:
+    """One attached tmux client: its name (for ``-c``) and the terminal it draws on."""
+
+    name: str
+    tty: str
+
+
+def _outside_tmux() -> dict[str, str]:
+    # A client started with $TMUX set refuses to nest.
+    return {k: v for k, v in os.environ.items() if k != "TMUX"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import sys
 import time
@@ -20,6 +21,7 @@ from cbos import notify
 from cbos.model import SessionView, Snapshot
 from cbos.notify import Channels, Notice, Notifier, Settle, parse_switch, transitions
 from cbos.state import State
+from cbos.tmux import Client as TmuxClient
 from cbos.tmux import Tmux
 from tests.support import Cli, start_session, wait_until
 from tests.test_plugin import Client
@@ -240,19 +242,22 @@ class FakeEngine:
 
 
 class RecordingTmux:
+    """The Tmux calls a Notifier makes; one client, on a tty that is not there."""
+
     def __init__(self, options: dict[str, str] | None = None) -> None:
         self.calls: list[tuple[str, ...]] = []
         self.options = options or {}
 
-    def cmd(self, *args: str, stdin: bytes | None = None, check: bool = True,
-            plain: bool = False) -> list[str]:
-        self.calls.append(args)
-        if args[0] == "show-options":
-            value = self.options.get(args[-1], "")
-            return [value] if value else []
-        if args[0] == "list-clients":
-            return ["/dev/pts/99"]
-        return []
+    def global_option(self, name: str) -> str:
+        self.calls.append(("global_option", name))
+        return self.options.get(name, "")
+
+    def clients(self) -> list[TmuxClient]:
+        self.calls.append(("clients",))
+        return [TmuxClient("/dev/pts/99", "/dev/pts/99")]
+
+    def show_message(self, client: str, text: str, milliseconds: int) -> None:
+        self.calls.append(("show_message", client, text, str(milliseconds)))
 
 
 def test_the_listener_only_computes_the_worker_does_the_rest() -> None:
@@ -261,7 +266,7 @@ def test_the_listener_only_computes_the_worker_does_the_rest() -> None:
     notifier = Notifier(tmux, engine).start()
     assert engine.snapshot_listeners == [notifier.on_snapshot]
     engine.work()  # the options, read on the worker
-    assert [c[0] for c in tmux.calls] == ["show-options"] * 3
+    assert [c[0] for c in tmux.calls] == ["global_option"] * 3
     tmux.calls.clear()
     engine.publish(snap(view("A", T), version=1), None)
     engine.publish(snap(view("A", P, "asks to use Write: a", 5), version=2),
@@ -269,10 +274,11 @@ def test_the_listener_only_computes_the_worker_does_the_rest() -> None:
     assert tmux.calls == [], "the loop thread ran a tmux command"
     assert len(engine.queued) == 1
     engine.work()
-    assert tmux.calls[0] == ("list-clients", "-F", "#{client_name}")
-    assert tmux.calls[1] == ("display-message", "-c", "/dev/pts/99", "-d", "4000", "--",
-                             "cbos: ⚠ A needs permission: asks to use Write: a")
-    assert tmux.calls[2] == ("display-message", "-p", "-t", "%1", "#{pane_tty}")
+    assert tmux.calls == [
+        ("clients",),
+        ("show_message", "/dev/pts/99", "cbos: ⚠ A needs permission: asks to use Write: a",
+         "4000"),
+        ("clients",)]  # the bell: the client's tty is gone, which is logged, not raised
 
 
 def test_options_choose_the_channels() -> None:
@@ -287,7 +293,7 @@ def test_options_choose_the_channels() -> None:
     engine.publish(snap(view("A", P, "asks", 7), version=3),
                    snap(view("A", W, "done", 5), version=2))
     engine.work()
-    assert [c[0] for c in tmux.calls] == ["list-clients", "display-message"]
+    assert [c[0] for c in tmux.calls] == ["clients", "show_message"]
 
 
 def test_tmux_literal_shows_text_exactly(tmux: Tmux) -> None:
@@ -332,7 +338,13 @@ class Panes:
                              "cat")[0]
 
     def bell(self, pane_id: str) -> str:
+        """The window's bell flag: "1" only if something wrote a BEL into the pane."""
         return self.tmux.cmd("display-message", "-p", "-t", pane_id, "#{window_bell_flag}")[0]
+
+
+def bells(client: Client) -> int:
+    """BELs the client's terminal received (escape sequences ending in BEL removed)."""
+    return client.output.count("\a")
 
 
 def test_notices_reach_clients_bell_and_desktop(tmux: Tmux, server: libtmux.Server,
@@ -348,13 +360,14 @@ def test_notices_reach_clients_bell_and_desktop(tmux: Tmux, server: libtmux.Serv
     before = snap(view("AUTH", T, pane_id=auth), view("DOCS", K, pane_id=docs), version=1)
     after = snap(view("AUTH", P, "asks to use Bash: rm -rf #{x} 100%", 5, pane_id=auth),
                  view("DOCS", K, pane_id=docs), version=2)
-    assert (panes.bell(auth), panes.bell(docs)) == ("0", "0")
+    assert (panes.bell(auth), panes.bell(docs), bells(client)) == ("0", "0", 0)
     engine.publish(after, before)
     engine.work()
     wait_until(lambda: "cbos: ⚠ AUTH needs permission: asks to use Bash: rm -rf #{x} 100%"
                in client.output, message="the message on the attached client")
-    wait_until(lambda: panes.bell(auth) == "1", message="AUTH's window has the bell flag")
-    assert panes.bell(docs) == "0"
+    wait_until(lambda: bells(client) == 1, message="the client's terminal got the bell")
+    # Nothing went into the panes: no bell flag, no byte for `cat` to echo.
+    assert (panes.bell(auth), panes.bell(docs)) == ("0", "0")
     wait_until(lambda: calls(notify_send), message="notify-send ran")
     assert calls(notify_send) == [["--app-name=cbos", "--", "cbos: AUTH needs permission",
                                    "asks to use Bash: rm -rf #{x} 100%"]]
@@ -363,9 +376,11 @@ def test_notices_reach_clients_bell_and_desktop(tmux: Tmux, server: libtmux.Serv
 
 
 def test_desktop_is_off_by_default_and_the_bell_can_be_turned_off(
-        tmux: Tmux, notify_send: Path) -> None:
+        tmux: Tmux, server: libtmux.Server, notify_send: Path,
+        attach: Callable[..., Client]) -> None:
     panes = Panes(tmux)
     auth = panes.new("AUTH")
+    client = attach(server.socket_name, "home")
     tmux.cmd("set-option", "-g", "@cbos-notify-bell", "off")
     engine = FakeEngine()
     notifier = Notifier(tmux, engine).start()
@@ -373,7 +388,8 @@ def test_desktop_is_off_by_default_and_the_bell_can_be_turned_off(
     engine.publish(snap(view("AUTH", W, "done", 5, pane_id=auth), version=2),
                    snap(view("AUTH", T, pane_id=auth), version=1))
     engine.work()
-    assert panes.bell(auth) == "0" and calls(notify_send) == []
+    wait_until(lambda: "cbos: ● AUTH is waiting" in client.output, message="the message")
+    assert bells(client) == 0 and calls(notify_send) == []
     # Options are read again on reload (the refresh key): the bell comes back.
     tmux.cmd("set-option", "-gu", "@cbos-notify-bell")
     notifier.reload()
@@ -383,7 +399,7 @@ def test_desktop_is_off_by_default_and_the_bell_can_be_turned_off(
     engine.publish(snap(view("AUTH", W, "done", 9, pane_id=auth), version=4, taken=1010),
                    thinking)
     engine.work()
-    wait_until(lambda: panes.bell(auth) == "1", message="the bell rang after the reload")
+    wait_until(lambda: bells(client) == 1, message="the bell rang after the reload")
     assert calls(notify_send) == []
 
 
@@ -445,14 +461,18 @@ def test_a_session_asking_for_permission_is_announced_once(
     def bell() -> str:
         return tmux.cmd("display-message", "-p", "-t", pane, "#{window_bell_flag}")[0]
 
-    assert bell() == "0"
+    assert bell() == "0" and bells(client) == 0
     assert cli("send", "AUTH", f"WRITE {tmp_path / 'made.txt'}").code == 0
     pump(the_engine, lambda: calls(notify_send), 20, "notify-send for AUTH")
     assert calls(notify_send)[0][2] == "cbos: AUTH needs permission"
     assert "Write" in calls(notify_send)[0][3]
     pump(the_engine, lambda: "cbos: ⚠ AUTH needs permission" in client.output, 10,
          "the tmux message")
-    pump(the_engine, lambda: bell() == "1", 10, "AUTH's window has the bell flag")
+    pump(the_engine, lambda: bells(client) >= 1, 10, "the client's terminal got the bell")
+    # The bell is not claude's output: not in the pane, its log, or the activity clock.
+    log = config_mod.load().log_path("AUTH")
+    assert bell() == "0"
+    assert b"\a" not in re.sub(rb"\x1b\][^\x07\x1b]*(\x07|\x1b\\)", b"", log.read_bytes())
     # Granting it: working, then waiting, announced once more; nothing repeats meanwhile.
     assert cli("answer", "AUTH", "yes").code == 0
     pump(the_engine, lambda: len(calls(notify_send)) >= 2, 20, "AUTH is waiting")

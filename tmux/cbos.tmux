@@ -17,7 +17,7 @@ default_option() {
 	@cbos-popup-width) echo "90%" ;;
 	@cbos-popup-height) echo "85%" ;;
 	@cbos-notify) echo "on" ;;         # tmux message on attached clients
-	@cbos-notify-bell) echo "on" ;;    # the bell on the session's window
+	@cbos-notify-bell) echo "on" ;;    # a bell on attached clients' terminals
 	@cbos-notify-desktop) echo "off" ;; # notify-send, when installed
 	esac
 }

@@ -138,9 +138,8 @@ def cmd_attach(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     if not sys.stdin.isatty():
         raise CbosError("attach needs a terminal; run it from an interactive shell")
-    argv = ctx.tmux.attach_argv(session.pane)
-    env = {k: v for k, v in os.environ.items() if k != "TMUX"}
-    os.execvpe(argv[0], argv, env)
+    ctx.tmux.exec_attach(session.pane)
+    return 0  # not reached: the process became tmux attach
 
 
 def cmd_wait(args: argparse.Namespace, ctx: Context) -> int:
