@@ -21,11 +21,11 @@ from cbos import config as config_mod
 from cbos import statusline
 from cbos.engine import Engine
 from tests.conftest import CliResult
+from tests.support import wait_until
 from tests.test_notify import pump
 from tests.test_plugin import Client, start_session
 from tests.test_plugin import attach as attach  # a fixture: a client on a pty
 from tests.test_plugin import quick_fake as quick_fake  # a fixture: quicker fake claude
-from tests.waiting import wait_until
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cbos"
 TMUX_MODULE = PACKAGE / "tmux.py"
