@@ -74,28 +74,6 @@ def parse_panes(lines: Iterable[str]) -> list[Pane]:
     return [pane for pane in map(_parse_pane, lines) if pane is not None]
 
 
-_SHELLS = frozenset({"sh", "bash", "dash", "zsh"})
-
-
-def pipe_target(argv: tuple[str, ...]) -> str | None:
-    """The log a pipe process of :meth:`Tmux.pipe` writes: ``tee -a -- LOG``, or
-    ``sh -c 'exec tee ... LOG ...'`` for the instant before the shell execs tee."""
-    if not argv:
-        return None
-    name = os.path.basename(argv[0])
-    if name == "tee":
-        return argv[-1]
-    if name in _SHELLS and len(argv) >= 3 and argv[1] == "-c" and "tee" in argv[2]:
-        try:
-            words = shlex.split(argv[2])
-        except ValueError:
-            return None
-        if "tee" in words and "--" in words[words.index("tee"):]:
-            rest = words[words.index("--", words.index("tee")) + 1:]
-            return rest[0] if rest else None
-    return None
-
-
 def format_escape(text: str) -> str:
     """Make ``text`` literal where tmux expands formats (``#`` starts a format)."""
     return text.replace("#", "##")
