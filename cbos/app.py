@@ -22,7 +22,7 @@ import urwid
 
 from cbos import ui
 from cbos.config import Config
-from cbos.engine import Engine, Outcome
+from cbos.engine import ACT, SCAN, Engine, Outcome
 from cbos.errors import CbosError
 from cbos.logs import Chunk
 from cbos.model import Snapshot
@@ -423,7 +423,7 @@ class App:
             else:
                 self.room.set_projects([], error=outcome.error)
 
-        self.engine.run(work, self.guard(done))
+        self.engine.run(work, self.guard(done), SCAN)
 
     def open(self, slug: str) -> None:
         """``a`` (and Enter in a popup): switch the tmux client to the session, or, outside
@@ -452,7 +452,7 @@ class App:
             else:
                 self.attach(slug, pane)
 
-        self.engine.run(work, self.guard(done))
+        self.engine.run(work, self.guard(done), ACT)
 
     def attach(self, slug: str, pane: Pane) -> None:
         try:

@@ -84,13 +84,17 @@ class Core:
         pids = [s.claude.pid for s in found if s.claude is not None]
         return Gathered(found, procs, read_status_files(self.status_dir, pids), up)
 
-    def apply(self, gathered: Gathered) -> None:
-        """The board half of a refresh: only the thread that owns the board calls it."""
+    def apply(self, gathered: Gathered, remember: bool = True) -> None:
+        """The board half of a refresh: only the thread that owns the board calls it.
+
+        ``remember`` records each session's conversation id and path for `cbos resume` (a
+        write only when one changed: a new session, /clear); the engine does that on a
+        worker instead, the write being locked and fsynced.
+        """
         self.board.tmux_up = gathered.tmux_up
         self.board.set_sessions(gathered.sessions, gathered.procs, gathered.status_files)
-        # Remember each session's conversation id and path for `cbos resume` (a write
-        # only when one changed: a new session, /clear).
-        registry.sync(self.config, self.board.conversations())
+        if remember:
+            registry.remember(self.config, self.board.conversations())
 
     def read_dialogs(self, only: Sequence[str] | None = None) -> None:
         """Read the dialog off the screen of sessions that (may) show one.

@@ -3,8 +3,15 @@
 The engine owns the Core (and so the board), the log tail and the events tail. Its owner
 calls ``on_readable(fd)`` when one of :meth:`Engine.fds` is readable and ``tick()`` about
 once a second. Anything that may take time (tmux commands, the process snapshot, screen
-captures) runs on one worker thread; its result comes back through a wake-up pipe and is
-applied on the loop thread, which alone touches the board. Nothing here sleeps or blocks.
+captures, file writes that fsync) runs on a worker thread; its result comes back through a
+wake-up pipe and is applied on the loop thread, which alone touches the board. The loop
+thread never runs a subprocess, an fsync or a sleep.
+
+Workers are lanes, one thread each, so one kind of work never waits behind another:
+``ACT`` carries out what a person asked (send, answer, interrupt, kill, create, attach),
+``SCREEN`` reads screens (the preview's captures, dialogs), ``LOOK`` keeps the board
+fresh (refreshes, pipe re-arms, the registry, notifications), and ``SCAN`` takes the
+slow searches (the project scan), which may take seconds.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from cbos import logs
+from cbos import logs, registry
 from cbos import state as st
 from cbos.config import Config
 from cbos.core import Core, Gathered
@@ -35,6 +42,10 @@ T = TypeVar("T")
 
 REFRESH_EVERY = 2.0  # one tmux listing + one process snapshot; tmux is not polled otherwise
 PIPE_CHECK_EVERY = 10.0
+ACT, SCREEN, LOOK, SCAN = "act", "screen", "look", "scan"  # the worker lanes
+# Output read (and handed to every listener) per pass of the loop: a pane that prints
+# without pause gets its share, keys and draws get theirs between rounds.
+READ_ROUND = 256 << 10
 SnapshotListener = Callable[[Snapshot, Snapshot | None], None]
 OutputListener = Callable[[list[logs.Chunk]], None]
 
@@ -68,9 +79,11 @@ class Engine:
         self._notify = notify
         self.core = Core(config, tmux)
         self.tail = logs.Tail(config.stream_dir, max_buffer=config.max_buffer_size,
-                              max_file_bytes=config.log_max_bytes, rearm=self._rearm)
+                              max_file_bytes=config.log_max_bytes, rearm=self._rearm,
+                              read_budget=READ_ROUND)
         self.events = Events(config)
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cbos-io")
+        self._lanes = {lane: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cbos-{lane}")
+                       for lane in (ACT, SCREEN, LOOK, SCAN)}
         self._done: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._refreshing = False
@@ -109,7 +122,8 @@ class Engine:
             Notifier(self.core.tmux, self).start()
         gathered = self.core.gather()  # status files before events: see Core.load
         self.core.board.apply_events(self.events.backlog())
-        self.core.apply(gathered)
+        self.core.apply(gathered, remember=False)
+        self.remember()
         self._last_refresh = time.monotonic()
         self.refresh_dialogs()
         self.publish()
@@ -130,7 +144,8 @@ class Engine:
 
     def close(self) -> None:
         self._closed = True
-        self._worker.shutdown(wait=False, cancel_futures=True)
+        for lane in self._lanes.values():
+            lane.shutdown(wait=False, cancel_futures=True)
         for closer in (self.tail.close, self.events.close):
             with contextlib.suppress(Exception):
                 closer()
@@ -140,8 +155,10 @@ class Engine:
 
     # -- the worker -----------------------------------------------------------------------
 
-    def run(self, work: Callable[[], T], done: Callable[[Outcome], None] | None = None) -> None:
-        """Run ``work`` on the worker thread; call ``done`` with its Outcome on this thread."""
+    def run(self, work: Callable[[], T], done: Callable[[Outcome], None] | None = None,
+            lane: str = LOOK) -> None:
+        """Run ``work`` on the ``lane``'s worker; call ``done`` with its Outcome on this
+        thread. Work on one lane runs in order; lanes do not wait for each other."""
         def finished(future: Future[T]) -> None:
             if future.cancelled() or self._closed:
                 return  # the engine is closing: nobody is left to hear the outcome
@@ -158,17 +175,23 @@ class Engine:
                 with contextlib.suppress(OSError):
                     os.write(self._wake_w, b"x")
 
-        self._worker.submit(work).add_done_callback(finished)
+        self._lanes[lane].submit(work).add_done_callback(finished)
 
     def _run_done(self) -> None:
+        """Run the callbacks queued before this pass, then give the loop back: one a
+        callback queues again (the next read round) waits for the next pass, after the
+        loop has read keys and drawn."""
         with contextlib.suppress(BlockingIOError):
             os.read(self._wake_r, 4096)
-        while True:
+        for _ in range(self._done.qsize()):
             try:
                 callback = self._done.get_nowait()
             except queue.Empty:
                 break
             callback()
+        if not self._done.empty():
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_w, b"x")
 
     # -- reading --------------------------------------------------------------------------
 
@@ -224,7 +247,8 @@ class Engine:
                 self.report_text(outcome.error)
                 return
             gathered: Gathered = outcome.value
-            self.core.apply(gathered)
+            self.core.apply(gathered, remember=False)
+            self.remember()
             if check_pipes:
                 self._last_pipe_check = time.monotonic()
                 self._check_pipes(gathered)
@@ -232,6 +256,13 @@ class Engine:
             self.publish()
 
         self.run(gather, done)
+
+    def remember(self) -> None:
+        """Record new conversation ids for `cbos resume` (a locked, fsynced write: on the
+        LOOK lane, from what the board says now)."""
+        config, seen = self.config, self.core.board.conversations()
+        if seen:
+            self.run(lambda: registry.remember(config, seen))
 
     def _check_pipes(self, gathered: Gathered) -> None:
         # Only pipes cbos armed (and marked): a pipe set up by anyone else is not ours to
@@ -261,7 +292,7 @@ class Engine:
                     core.board.set_dialog(slug, dialog)
                 self.publish()
 
-        self.run(read, done)
+        self.run(read, done, SCREEN)
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -313,24 +344,24 @@ class Engine:
     def send(self, slug: str, text: str, done: Callable[[Outcome], None] | None = None) -> None:
         if (target := self._target(slug, done)) is not None:
             pane_id, view, core = target[0].pane.pane_id, target[1], self.core
-            self.run(lambda: core.send_to(pane_id, slug, view, text), done)
+            self.run(lambda: core.send_to(pane_id, slug, view, text), done, ACT)
 
     def interrupt(self, slug: str, done: Callable[[Outcome], None] | None = None) -> None:
         if (target := self._target(slug, done)) is not None:
             pane_id, tmux = target[0].pane.pane_id, self.core.tmux
-            self.run(lambda: tmux.interrupt(pane_id, slug), done)
+            self.run(lambda: tmux.interrupt(pane_id, slug), done, ACT)
 
     def answer(self, slug: str, choice: str,
                done: Callable[[Outcome], None] | None = None) -> None:
         if (target := self._target(slug, done)) is not None:
             pane_id, view, core = target[0].pane.pane_id, target[1], self.core
-            self.run(lambda: core.answer_to(pane_id, slug, view, choice), done)
+            self.run(lambda: core.answer_to(pane_id, slug, view, choice), done, ACT)
 
     def buffer(self, slug: str, done: Callable[[Outcome], None],
                colours: bool = True) -> None:
         if (target := self._target(slug, done)) is not None:
             pane_id, tmux = target[0].pane.pane_id, self.core.tmux
-            self.run(lambda: tmux.capture(pane_id, colours=colours), done)
+            self.run(lambda: tmux.capture(pane_id, colours=colours), done, SCREEN)
 
     def kill(self, slug: str, done: Callable[[Outcome], None] | None = None) -> None:
         if (target := self._target(slug, done)) is None:
@@ -342,7 +373,7 @@ class Engine:
             if done:
                 done(outcome)
 
-        self.run(lambda: tmux.kill(session.pane), finished)
+        self.run(lambda: tmux.kill(session.pane), finished, ACT)
 
     def create(self, path: str, slug: str | None = None, extra_args: tuple[str, ...] = (),
                done: Callable[[Outcome], None] | None = None) -> None:
@@ -356,7 +387,8 @@ class Engine:
             if done:
                 done(outcome)
 
-        self.run(lambda: core.create(Path(path).expanduser(), slug, extra_args), finished)
+        self.run(lambda: core.create(Path(path).expanduser(), slug, extra_args), finished,
+                 ACT)
 
     def _rearm(self, slug: str) -> None:
         """The tail asks for a fresh pipe (log rotated, deleted, or its tee died)."""

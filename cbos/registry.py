@@ -263,10 +263,10 @@ def _identity(path: Path) -> tuple[int, int, int, int] | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def sync(config: Config, seen: Mapping[str, tuple[str, str]]) -> None:
-    """Remember every session's conversation id and path, ``{slug: (path, session id)}``
-    as :meth:`cbos.model.Board.conversations` gives it (called on each refresh; writes only
-    when something changed)."""
+def remember(config: Config, seen: Mapping[str, tuple[str, str]]) -> None:
+    """Record each session's conversation id and path, ``{slug: (path, session id)}`` as
+    :meth:`cbos.model.Board.conversations` gives it, where it is new to the file (writes
+    only then); safe on any thread (the file is locked; the cache has its own lock)."""
     if not seen:
         return
     path = config.sessions_file
