@@ -56,6 +56,7 @@ class SessionView:
                 "kind": self.dialog.kind, "question": self.dialog.question,
                 "options": [{"number": o.number, "label": o.label}
                             for o in self.dialog.options],
+                "selected": self.dialog.selected, "cut": self.dialog.cut,
             }
         if self.usage:
             data["usage"] = dict(self.usage)

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
-from cbos.dialog import CURSOR, Dialog, Option, answer_keys, parse_dialog
+from cbos.dialog import CURSOR, Dialog, Option, answer_keys, blocking_notice, parse_dialog
 from cbos.errors import UsageError
+from tests.fakeclaude import screens as frames
 
-SCREENS = Path(__file__).parent / "fixtures" / "claude-code-2.1.328" / "screens"
+RECORDED = Path(__file__).parent / "fixtures" / "claude-code-2.1.328"
+SCREENS = RECORDED / "screens"
+BLOCKERS = RECORDED / "blockers"
 
 
 def screen(name: str) -> str:
     return (SCREENS / f"{name}.txt").read_text(encoding="utf-8")
+
+
+def blocker(name: str, file: str = "screen.txt") -> str:
+    return (BLOCKERS / name / file).read_text(encoding="utf-8")
 
 
 WRITE_OPTION_2 = ("Yes, and switch to accept edits (auto-approve file edits and common file "
@@ -31,6 +40,17 @@ TRUST = Dialog("dialog", "This session hasn't worked here before. Is this a dire
                "created or one you trust?",
                (Option(1, "No, leave it out"), Option(2, "Yes, add it")), 1,
                title="Adding a new directory: /home/dev/rec/extra", numbered=False)
+
+
+WORKSPACE = Dialog("dialog", "Quick safety check: Is this a project you created or one you "
+                   "trust?", (Option(1, "No, exit"), Option(2, "Yes, I trust this folder")), 1,
+                   title="Accessing workspace: /home/dev/proj", numbered=False)
+MCP = Dialog("dialog", "New MCP server found in this project: demo",
+             tuple(Option(n, label) for n, label in enumerate(frames.MCP_OPTIONS, 1)), 3,
+             title="New MCP server found in this project: demo", numbered=False)
+PLAN = Dialog("permission", "Exit plan mode?",
+              tuple(Option(n, label) for n, label in enumerate(frames.PLAN_OPTIONS, 1)), 1,
+              title="Exit plan mode?", cut=True)
 
 
 class Seen(NamedTuple):
@@ -67,6 +87,49 @@ SEEN = [
 
 def test_every_recorded_screen_is_in_the_table() -> None:
     assert {p.stem for p in SCREENS.glob("*.txt")} == {s.screen for s in SEEN}
+    assert {p.name for p in BLOCKERS.iterdir() if p.is_dir()} == set(BLOCKED)
+
+
+class Blocked(NamedTuple):
+    dialog: Dialog | None
+    notice: str  # blocking_notice() of the screen
+    keys: list[str]  # what answer_keys gives for the recording's answer
+    choice: str  # that answer, as a person would type it to cbos
+
+
+# Each blocker (blockers/README.md): what the screen shows, and the recorded answer.
+BLOCKED = {
+    "trust": Blocked(WORKSPACE, "", ["Down", "Enter"], "2"),
+    "mcp-json": Blocked(MCP, "", ["Enter"], "3"),
+    "plan-approval": Blocked(PLAN, "", ["Escape"], "esc"),
+    "rate-limit": Blocked(None, "", [], ""),
+    "no-credentials": Blocked(None, "not logged in: run /login", [], ""),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKED))
+def test_recorded_blockers(name: str) -> None:
+    row = BLOCKED[name]
+    for file in ("screen.txt", "screen.ansi"):  # plain, and with colours (capture-pane -e)
+        text = blocker(name, file)
+        assert parse_dialog(text) == row.dialog
+        assert blocking_notice(text) == row.notice
+    if row.dialog is not None:
+        notes = json.loads(blocker(name, "notes.json"))
+        assert answer_keys(row.dialog, row.choice) == row.keys == notes["answer"]
+    after = blocker(name, "after.txt")
+    assert parse_dialog(after) is None  # answered: the composer is back
+
+
+def test_yes_and_no_on_the_startup_dialogs() -> None:
+    assert answer_keys(WORKSPACE, "yes") == ["Down", "Enter"]
+    assert answer_keys(WORKSPACE, "no") == ["Enter"]
+    assert answer_keys(MCP, "yes") == ["Up", "Up", "Enter"]  # "Use this MCP server"
+    assert answer_keys(MCP, "no") == ["Enter"]  # no "No…": the last option
+    assert answer_keys(PLAN, "yes") == ["1"]
+    assert answer_keys(PLAN, "no") == ["2"]
+    with pytest.raises(UsageError, match="more may be below the screen"):
+        answer_keys(PLAN, "3")
 
 
 @pytest.mark.parametrize("row", SEEN, ids=[s.screen for s in SEEN])
@@ -193,3 +256,140 @@ def test_recorded_dialogs_answer_as_the_recording_did() -> None:
         screen("13_ask_user_question"))
     assert write is not None and answer_keys(write, "yes") == ["1"]
     assert ask is not None and ask.selected == 1 and answer_keys(ask, "1") == ["1"]
+
+
+# ------------------------------------------------- the same dialogs at other sizes
+
+TRANSCRIPT = ["", " ▐▛███▛█   Claude Code v2.1.328", "", "❯ Which one? Pick:",
+              "● Steps:", "  1. Yes", "  2. No", "  3. Maybe", ""]
+WRITE_OPTIONS = ("Yes", WRITE_OPTION_2, "No")
+ASK_OPTIONS = (("Alpha", "first option"), ("Beta", "second option"))
+MANY = (("Red, the colour of the first option",
+         "warm and bright, and described at some length too so that it wraps"),
+        ("Green", "calm"), ("Blue", "cool"))
+
+
+class Shape(NamedTuple):
+    name: str
+    draw: Any  # cols -> rows of the dialog
+    expected: Dialog
+
+
+def _opts(labels: Any) -> tuple[Option, ...]:
+    return tuple(Option(n, label) for n, label in enumerate(labels, 1))
+
+
+def _ask_opts(pairs: Any, multi: bool = False, checked: tuple[int, ...] = ()
+              ) -> tuple[Option, ...]:
+    def tick(n: int) -> bool | None:
+        return (n - 1 in checked) if multi else None
+    found = [Option(n, label, description, tick(n)) for n, (label, description)
+             in enumerate(pairs, 1)]
+    n = len(pairs)
+    return (*found, Option(n + 1, "Type something."), Option(n + 2, "Chat about this"))
+
+
+SHAPES = [
+    Shape("trust", lambda c: frames.trust(c, "/home/dev/proj"), WORKSPACE),
+    Shape("trust-moved", lambda c: frames.trust(c, "/home/dev/proj", selected=1),
+          replace(WORKSPACE, selected=2)),
+    Shape("mcp", lambda c: frames.mcp_servers(c, "demo"), MCP),
+    Shape("plan", frames.plan_approval,
+          Dialog("permission", "Exit plan mode?", _opts(frames.PLAN_OPTIONS), 1,
+                 "Exit plan mode?")),
+    Shape("add-dir", lambda c: frames.add_dir(c, "/home/dev/rec/extra"), TRUST),
+    Shape("write", lambda c: frames.write_permission(
+        c, "../../../x.txt", "x.txt", ["written by model backend"], WRITE_OPTIONS), WRITE),
+    Shape("ask", lambda c: frames.ask(c, "Pick one?", ASK_OPTIONS), ASK),
+    Shape("ask-tabs", lambda c: frames.ask(
+        c, "Which colour should the new theme use for its accents?", MANY, selected=1,
+        headers=("Colour", "Size", "Font")),
+        Dialog("question", "Which colour should the new theme use for its accents?",
+               _ask_opts(MANY), 2, tabs=("Colour", "Size", "Font", "Submit"))),
+    Shape("multi-select", lambda c: frames.ask(
+        c, "Which features should we enable?", MANY, headers=("Features",), multi=True,
+        checked=(1,)),
+        Dialog("question", "Which features should we enable?",
+               _ask_opts(MANY, multi=True, checked=(1,)), 1, "Features", multi=True)),
+]
+WIDTHS = [60, 61, 73, 80, 99, 120, 159, 160, 161, 200, 211, 250]
+
+
+def _screen(rows: list[str], height: int) -> str:
+    body = TRANSCRIPT + rows
+    body = [""] * max(0, height - len(body)) + body
+    return "\n".join(body[-height:]) + "\n"
+
+
+@pytest.mark.parametrize("cols", WIDTHS)
+@pytest.mark.parametrize("shape", SHAPES, ids=[s.name for s in SHAPES])
+def test_dialog_at_any_width(shape: Shape, cols: int) -> None:
+    rows = shape.draw(cols)
+    assert max(len(row) for row in rows) <= cols
+    assert parse_dialog(_screen(rows, 50)) == shape.expected
+
+
+def _first_option_row(shape: Shape, rows: list[str]) -> int:
+    label = shape.expected.options[0].label[:12]
+    return next(i for i, row in enumerate(rows) if label in row)
+
+
+@pytest.mark.parametrize("cols", [60, 97, 160, 250])
+@pytest.mark.parametrize("shape", SHAPES, ids=[s.name for s in SHAPES])
+def test_dialog_with_its_footer_below_the_screen(shape: Shape, cols: int) -> None:
+    """Taller than the pane: the footer (and maybe the blank row above it) is out of
+    view; the rest reads the same, marked ``cut``."""
+    rows = shape.draw(cols)
+    assert rows[-1].strip().startswith(("Enter", "Esc"))
+    for hidden in (1, 2) if rows[-2] == "" else (1,):
+        dialog = parse_dialog(_screen(rows[:-hidden], 50))
+        assert dialog == replace(shape.expected, cut=True), f"{hidden} rows hidden"
+
+
+@pytest.mark.parametrize("cols", [60, 97, 160, 250])
+@pytest.mark.parametrize("shape", SHAPES, ids=[s.name for s in SHAPES])
+def test_dialog_cut_inside_its_options(shape: Shape, cols: int) -> None:
+    """Cut further up, what is left of the options is read, or nothing: never options
+    that are not there, never another question."""
+    rows = shape.draw(cols)
+    first = _first_option_row(shape, rows)
+    for end in range(first + 1, len(rows) - 2):
+        dialog = parse_dialog(_screen(rows[:end], 50))
+        if dialog is None:
+            continue
+        assert dialog.cut
+        assert dialog.options == shape.expected.options[:len(dialog.options)] or (
+            dialog.options[:-1] == shape.expected.options[:len(dialog.options) - 1])
+        assert dialog.question == shape.expected.question
+
+
+@pytest.mark.parametrize("cols", [60, 97, 160, 250])
+@pytest.mark.parametrize("shape", SHAPES, ids=[s.name for s in SHAPES])
+def test_dialog_with_its_top_above_the_screen(shape: Shape, cols: int) -> None:
+    """The screen shows the dialog's last rows only: options and footer stay readable;
+    the question is read whole or not at all."""
+    rows = shape.draw(cols)
+    first = _first_option_row(shape, rows)
+    for height in range(len(rows) - first, len(rows) + 1):
+        dialog = parse_dialog("\n".join(rows[-height:]))
+        assert dialog is not None, f"{height} rows shown"
+        assert dialog.options == shape.expected.options
+        assert dialog.selected == shape.expected.selected
+        assert dialog.question in (shape.expected.question, "")
+        if height == len(rows):
+            assert dialog == shape.expected
+
+
+def test_screen_narrower_than_recorded_wraps_the_question() -> None:
+    rows = frames.trust(60, "/home/dev/proj")
+    assert sum(1 for row in rows if "Quick safety" in row or "trust?" in row) >= 2
+    dialog = parse_dialog(_screen(rows, 40))
+    assert dialog is not None and dialog.question == WORKSPACE.question
+
+
+def test_notice_only_above_the_composer() -> None:
+    quoted = blocker("rate-limit").replace("● API Error", "● Not logged in · run /login; API Error")
+    assert blocking_notice(quoted) == ""
+    assert blocking_notice("") == ""
+    expired = blocker("no-credentials").replace("Not logged in", "OAuth token has expired")
+    assert blocking_notice(expired) == "credentials expired: run /login"

@@ -1,4 +1,4 @@
-"""The fake claude (tests/fake_claude.py) against the recordings of Claude Code 2.1.328.
+"""The fake claude (tests/fakeclaude/main.py) against the recordings of Claude Code 2.1.328.
 
 Each test runs the fake in a pane of a private tmux server, with HOME in a temp dir and a
 hook in ``~/.claude/settings.json`` that appends every payload to a file. It compares

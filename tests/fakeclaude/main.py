@@ -52,7 +52,6 @@ import subprocess
 import sys
 import tempfile
 import termios
-import textwrap
 import time
 import traceback
 import tty
@@ -63,6 +62,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
+
+# Run as a script (the ``claude`` shim): the package is found from the project's root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.fakeclaude import screens
 
 VERSION = "2.1.328"
 DEFAULT_MODEL = "claude-opus-5-5"
@@ -555,22 +558,9 @@ class WriteDialog(Dialog):
             self.waiting_for = "permission prompt"  # session_pidfile_permission.json
 
     def lines(self, cols: int) -> list[str]:
-        verb = "create" if self.create else "overwrite"
-        out = [
-            RULE * cols,
-            f" {'Create' if self.create else 'Overwrite'} file",
-            f" {self.shown_path}",
-            DASHED * cols,
-        ]
-        out += [f"  {n} {line}" for n, line in enumerate(WRITE_CONTENT.splitlines(), 1)]
-        out += [DASHED * cols, f" Do you want to {verb} {os.path.basename(self.path)}?"]
-        for index, option in enumerate(self.options):
-            marker = PROMPT_MARK if index == self.selected else " "
-            parts = textwrap.wrap(option, width=max(20, cols - 14)) or [""]
-            out.append(f" {marker} {index + 1}. {parts[0]}")
-            out += ["      " + part for part in parts[1:]]
-        out += ["", f" Esc to cancel {MIDDOT} Tab to amend"]
-        return out
+        return screens.write_permission(
+            cols, self.shown_path, os.path.basename(self.path), WRITE_CONTENT.splitlines(),
+            self.options, self.selected, self.create)
 
     def key(self, key: str) -> Answer | None:
         if key in ("1", "2", "3"):
@@ -596,16 +586,7 @@ class AskDialog(Dialog):
         self.question = question
 
     def lines(self, cols: int) -> list[str]:
-        def mark(index: int) -> str:
-            return PROMPT_MARK if index == self.selected else " "
-
-        out = [RULE * cols, " ☐ Choice", ""]
-        out += [*wrap_cells(displayable(self.question), cols), ""]
-        for index, (label, description) in enumerate(ASK_OPTIONS):
-            out += [f"{mark(index)} {index + 1}. {label}", f"     {description}"]
-        out += [f"{mark(2)} 3. Type something.", RULE * cols, f"{mark(3)} 4. Chat about this"]
-        out += ["", f"Enter to select {MIDDOT} ↑/↓ to navigate {MIDDOT} Esc to cancel"]
-        return out
+        return screens.ask(cols, displayable(self.question), ASK_OPTIONS, self.selected)
 
     def key(self, key: str) -> Answer | None:
         if key in ("1", "2"):

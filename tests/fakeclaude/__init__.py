@@ -1,4 +1,9 @@
-"""Put the fake Claude Code (tests/fake_claude.py) on a PATH as ``claude``."""
+"""The fake Claude Code for cbos tests, as a package of named parts.
+
+- ``main``: the interactive fake itself (run as ``claude`` in a tmux pane);
+- ``screens``: the dialog frames it draws, shared with the dialog parser's tests;
+- this module: :func:`install_fake_claude`, which puts it on a PATH as ``claude``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ import shutil
 import sys
 from pathlib import Path
 
-FAKE_CLAUDE = Path(__file__).resolve().with_name("fake_claude.py")
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude-code-2.1.328"
+FAKE_CLAUDE = Path(__file__).resolve().with_name("main.py")
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "claude-code-2.1.328"
 
 
 def install_fake_claude(bin_dir: Path) -> Path:
@@ -23,7 +28,7 @@ def install_fake_claude(bin_dir: Path) -> Path:
     shim = bin_dir / "claude"
     shim.write_text(
         f"#!{bash}\n"
-        "# Fake Claude Code for cbos tests (tests/fake_claude.py).\n"
+        "# Fake Claude Code for cbos tests (tests/fakeclaude/main.py).\n"
         f'exec -a claude {shlex.quote(sys.executable)} {shlex.quote(str(FAKE_CLAUDE))} "$@"\n',
         encoding="utf-8",
     )
