@@ -20,7 +20,7 @@ import json
 import os
 import shlex
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePath
@@ -352,7 +352,7 @@ def install(config: Config) -> str:
 
 
 def _busy(path: Path) -> CbosError:
-    return CbosError(f"{path}: it kept changing while cbos merged its hooks (is something "
+    return CbosError(f"{path}: it kept changing while cbos merged its entries (is something "
                      "rewriting it?); nothing was written: try again")
 
 
@@ -377,6 +377,33 @@ def uninstall(config: Config) -> str:
         return (f"removed {removed} cbos hook entries from {path}; previous file saved as "
                 f"{backup}")
     raise _busy(path)
+
+
+def edit_json(path: Path, change: Callable[[dict[str, Any]], dict[str, Any] | None],
+              ) -> tuple[bool, Path | None]:
+    """Change a user's JSON file with the care ``install`` takes: a malformed file is left
+    untouched and reported, the old file is backed up (``.cbos-backup``), the new one
+    replaces it atomically, and a file rewritten meanwhile is read again. ``change`` gets
+    a copy of the data and returns the new data, or None for "nothing to do".
+
+    Returns (written, backup path). Used by ``cbos mcp install`` for ~/.claude.json.
+    """
+    for _ in range(_ATTEMPTS):
+        settings = _load_settings(path)
+        new = change(copy.deepcopy(settings.data))
+        if new is None or (settings.raw is not None and _same(new, settings.data)):
+            return False, None
+        try:
+            return True, _save_settings(settings, new)
+        except _Changed:
+            continue
+    raise _busy(path)
+
+
+def json_object(path: Path) -> dict[str, Any] | None:
+    """A user's JSON file as checked by :func:`edit_json` (None: no file)."""
+    settings = _load_settings(path)
+    return settings.data if settings.raw is not None else None
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,13 @@ class Wakeups:
         # No status dir yet: the fallback refresh covers it.
         self.status.directory(status_dir, "status", whole_files=True)
         self.changed: set[str] = set()  # status files written since the caller cleared it
+        self._files: set[Path] = set()
+
+    def watch_file(self, path: Path) -> None:
+        """Wake up as ``path`` grows too (a transcript whose cost is being held)."""
+        if path not in self._files:
+            self._files.add(path)
+            self.status.file(path, "file")
 
     def read(self) -> list[HookEvent]:
         """Every event appended since the last read (the whole backlog of wake-ups)."""

@@ -108,6 +108,10 @@ class Watch:
             mask |= f.MODIFY | f.MOVED_FROM | f.ATTRIB | f.DELETE_SELF | f.MOVE_SELF
         return self._add(str(path), mask, key)
 
+    def file(self, path: Path | str, key: Hashable) -> int | None:
+        """Watch writes to the file at ``path`` (None if it cannot be watched)."""
+        return self._add(str(path), self._flags.MODIFY, key)
+
     def inode(self, fd: int, key: Hashable) -> int | None:
         """Watch the file open as ``fd`` itself, wherever it is (even deleted): writes and
         closes."""
