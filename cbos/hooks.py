@@ -19,10 +19,8 @@ import copy
 import json
 import os
 import shlex
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -108,6 +106,8 @@ def hooks_block(config: Config) -> dict[str, list[dict[str, Any]]]:
 
 
 def _package_script() -> bytes:
+    from importlib import resources
+
     return resources.files("cbos").joinpath("hook.sh").read_bytes()
 
 
@@ -147,6 +147,8 @@ def settings_path(environ: Mapping[str, str] | None = None) -> Path:
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Replace ``path`` by ``data``: temp file beside it, fsync, rename, fsync the dir."""
+    import tempfile  # not at import: it pulls in shutil, random, ... (status-line budget)
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
