@@ -380,6 +380,16 @@ def test_status_is_empty_once_no_session_needs_anything(
         attach: Callable[..., Client]) -> None:
     """`cbos status` ran and printed nothing: tmux shows ``<>`` before its first job too,
     so the line must first show counts from it, then go empty when they go."""
+    client = one_waiting_session_on_the_status_line(srv, cli, tmp_path, attach)
+    wait_until(lambda: "<● 1>" in client.output, timeout=15, message="the count")
+    seen = len(client.output)
+    assert cli("kill", "DONE").code == 0
+    wait_until(lambda: "<>" in client.output[seen:], timeout=15, message="an empty status")
+
+
+def one_waiting_session_on_the_status_line(srv: Server, cli: Cli, tmp_path: Path,
+                                           attach: Callable[..., Client]) -> Client:
+    """DONE waiting; ``<#{cbos_status}>`` on the right, redrawn every second; a client."""
     start_session(cli, srv.tmux, tmp_path, "DONE")
     assert cli("send", "DONE", "SAY all good").code == 0
     wait_until(lambda: views(cli)["DONE"]["state"] == "waiting", timeout=15,
@@ -387,11 +397,7 @@ def test_status_is_empty_once_no_session_needs_anything(
     srv.run("set-option", "-g", "status-interval", "1")
     srv.run("set-option", "-g", "status-right", "<#{cbos_status}>")
     srv.load()
-    client = attach(srv.socket, "home")
-    wait_until(lambda: "<● 1>" in client.output, timeout=15, message="the count")
-    seen = len(client.output)
-    assert cli("kill", "DONE").code == 0
-    wait_until(lambda: "<>" in client.output[seen:], timeout=15, message="an empty status")
+    return attach(srv.socket, "home")
 
 
 def fake_cbos_status(tmp_path: Path, srv: Server, words: str) -> Path:
@@ -417,14 +423,7 @@ def test_a_running_engine_publishes_the_line_and_hands_it_back(
     from tests.test_notify import pump
 
     runs = fake_cbos_status(tmp_path, srv, "FALLBACK")
-    start_session(cli, srv.tmux, tmp_path, "DONE")
-    assert cli("send", "DONE", "SAY all good").code == 0
-    wait_until(lambda: views(cli)["DONE"]["state"] == "waiting", timeout=15,
-               message="DONE is waiting")
-    srv.run("set-option", "-g", "status-interval", "1")
-    srv.run("set-option", "-g", "status-right", "<#{cbos_status}>")
-    srv.load()
-    client = attach(srv.socket, "home")
+    client = one_waiting_session_on_the_status_line(srv, cli, tmp_path, attach)
     wait_until(lambda: "<FALLBACK>" in client.output, timeout=15, message="cbos status")
     engine = Engine(config_mod.load(), srv.tmux, notify=False)
     try:
