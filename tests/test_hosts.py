@@ -32,7 +32,7 @@ from cbos.model import HostStatus
 from cbos.tmux import Tmux
 from tests.conftest import CliResult
 from tests.sshd import SshWorld
-from tests.waiting import wait_until
+from tests.support import wait_until
 
 Cli = Callable[..., CliResult]
 

@@ -18,7 +18,7 @@ import pytest
 
 from cbos.tmux import Tmux
 from tests.conftest import CliResult
-from tests.waiting import wait_until
+from tests.support import wait_until
 
 Cli = Callable[..., CliResult]
 Message = dict[str, Any]
