@@ -19,74 +19,13 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from cbos.cli.context import Context
+from cbos.cli.context import Context, Remotes
 from cbos.errors import CbosError, UsageError
 
 if TYPE_CHECKING:
     from cbos.cli.context import Subparsers
-    from cbos.hosts import Address, Remote
-    from cbos.model import SessionView
 
 _SGR = re.compile(r"\x1b\[[0-9;:]*m")
-
-
-class Remotes:
-    """One :class:`~cbos.hosts.Remote` per host, opened on first use, closed at the end."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self._open: dict[str, Remote] = {}
-
-    def address(self, name: str) -> Address:
-        from cbos import hosts
-
-        return hosts.address(self.ctx.config, name)
-
-    def remote(self, name: str) -> tuple[Remote, str]:
-        """The connection to ``name``'s host and the bare slug; the session must exist."""
-        from cbos.hosts import Remote
-
-        where = self.address(name)
-        assert where.host is not None
-        remote = self._open.get(where.host.name)
-        if remote is None:
-            remote = self._open[where.host.name] = Remote(self.ctx.config, where.host)
-        if not any(v.slug == where.name for v in remote.views):
-            raise UsageError(f"no session named {where.slug!r} on {where.host.name}; "
-                             f"`cbos ls` lists them")
-        return remote, where.slug
-
-    def view(self, name: str) -> SessionView:
-        remote, _ = self.remote(name)
-        return next(v for v in remote.views if v.slug == name)
-
-    def ask(self, name: str, kind: str, **fields: Any) -> dict[str, Any]:
-        remote, slug = self.remote(name)
-        return remote.ask(kind, session=slug, **fields)
-
-    def __enter__(self) -> Remotes:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for remote in self._open.values():
-            remote.close()
-
-
-def is_remote(name: str | None) -> bool:
-    return name is not None and ":" in name
-
-
-def all_views(ctx: Context, local: Sequence[SessionView]) -> list[SessionView]:
-    """This machine's views and every reachable host's; unreachable hosts on stderr."""
-    if not ctx.config.hosts:
-        return list(local)
-    from cbos import hosts
-
-    remote, errors = hosts.gather(ctx.config)
-    for host in ctx.config.hosts:
-        if host.name in errors:
-            print(f"cbos: {errors[host.name]}", file=sys.stderr)
-    return [*local, *remote]
 
 
 # -- the commands' remote halves (called from the command groups) ---------------------------

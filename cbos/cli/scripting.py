@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cbos.cli import remote
-from cbos.cli.context import Context, read_text_arg, seconds
+from cbos.cli.context import Context, is_remote, read_text_arg, seconds
 from cbos.config import ENV_NAME_RE
 from cbos.errors import CbosError, UsageError
 
@@ -37,7 +37,7 @@ def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:
     from cbos import api
 
     text = read_text_arg(args.text)
-    if remote.is_remote(args.slug):
+    if is_remote(args.slug):
         return remote.chat(args, ctx, text)
     result = api.chat(ctx.config, ctx.tmux, args.slug, text, args.timeout)
     if args.json:
@@ -70,7 +70,7 @@ def format_history(messages: Sequence[Message], full: bool) -> str:
 def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
     from cbos import api
 
-    if remote.is_remote(args.slug):
+    if is_remote(args.slug):
         return remote.history(args, ctx)
     found = api.history(ctx.config, ctx.tmux, args.slug, full=args.full)
     if args.json:

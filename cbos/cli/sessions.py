@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING, Any
 from cbos.cli import remote
 from cbos.cli.context import (
     Context,
+    Remotes,
+    all_views,
     for_each,
     group_options,
+    is_remote,
     lines,
     parse_states,
     read_text_arg,
@@ -95,7 +98,7 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
     views = [model.with_usage(v, transcript.usage_for(v.claude_session_id, v.pid, procs))
              for v in _in_group(ctx, the_core.snapshot().sessions, args.group)]
     if args.group is None:
-        views = remote.all_views(ctx, views)  # every host's (unreachable ones on stderr)
+        views = all_views(ctx, views)  # every host's (unreachable ones on stderr)
     warning = auth.expiry_warning(auth.credential())
     if warning and not args.json:
         print(f"cbos: {warning}", file=sys.stderr)
@@ -158,28 +161,28 @@ def format_table(views: Sequence[SessionView], now: float | None = None,
 
 def cmd_send(args: argparse.Namespace, ctx: Context) -> int:
     the_core = ctx.core()
-    with remote.Remotes(ctx) as remotes:
+    with Remotes(ctx) as remotes:
         slugs, words = targets(args, args.words, the_core, remotes)
         if not words:
             raise UsageError("give the text to send (or - to read it from stdin)")
         text = read_text_arg(words)
         return for_each(slugs, lambda slug: remotes.ask(slug, "send", text=text)
-                        if remote.is_remote(slug) else the_core.send(slug, text), "sent")
+                        if is_remote(slug) else the_core.send(slug, text), "sent")
 
 
 def cmd_interrupt(args: argparse.Namespace, ctx: Context) -> int:
     the_core = ctx.core()
-    with remote.Remotes(ctx) as remotes:
+    with Remotes(ctx) as remotes:
         slugs, words = targets(args, args.words, the_core, remotes)
         if words:
             raise UsageError(f"unexpected words after the session: {' '.join(words)!r}")
         return for_each(slugs, lambda slug: remotes.ask(slug, "interrupt")
-                        if remote.is_remote(slug) else the_core.interrupt(slug),
+                        if is_remote(slug) else the_core.interrupt(slug),
                         "interrupted")
 
 
 def cmd_answer(args: argparse.Namespace, ctx: Context) -> int:
-    if remote.is_remote(args.slug):
+    if is_remote(args.slug):
         return remote.answer(args, ctx)
     dialog = ctx.core().answer(args.slug, args.choice)
     print(f"answered {args.slug}: {dialog.question}")
@@ -187,7 +190,7 @@ def cmd_answer(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_kill(args: argparse.Namespace, ctx: Context) -> int:
-    if remote.is_remote(args.slug) and args.group is None:
+    if is_remote(args.slug) and args.group is None:
         return remote.kill(args, ctx)
     the_core = ctx.core()
     if args.group is not None:
@@ -206,7 +209,7 @@ def cmd_kill(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_attach(args: argparse.Namespace, ctx: Context) -> int:
-    if remote.is_remote(args.slug):
+    if is_remote(args.slug):
         return remote.attach(args, ctx)
     session = ctx.core().session(args.slug)
     if ctx.tmux.inside():
@@ -223,7 +226,7 @@ def cmd_wait(args: argparse.Namespace, ctx: Context) -> int:
     from cbos.core import Core
 
     wanted = parse_states(args.state)
-    if remote.is_remote(args.slug):
+    if is_remote(args.slug):
         return remote.wait(args, ctx, wanted)
     # A fresh Core: wait_for reads the events backlog itself, once.
     reached = waiting.wait_for(Core(ctx.config, ctx.tmux), args.slug, wanted, args.timeout)
@@ -236,7 +239,7 @@ def cmd_wait(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_buffer(args: argparse.Namespace, ctx: Context) -> int:
-    if remote.is_remote(args.slug):
+    if is_remote(args.slug):
         return remote.buffer(args, ctx)
     session = ctx.core().session(args.slug)
     if args.raw:
@@ -251,7 +254,7 @@ def cmd_buffer(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_tail(args: argparse.Namespace, ctx: Context) -> int:
     from cbos import follow
 
-    if remote.is_remote(args.slug):
+    if is_remote(args.slug):
         return remote.tail(args, ctx)
     session = ctx.core().session(args.slug)
     colours = sys.stdout.isatty()
