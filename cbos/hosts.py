@@ -52,6 +52,7 @@ BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # seconds between reconnection attem
 HELLO_TIMEOUT = 30.0  # seconds from starting ssh to the remote's session list
 ASK_TIMEOUT = 60.0
 FLAGS = frozenset({"--stdio", "--full", "--json"})  # the only options cbos puts there
+SUBSCRIBE_ID = "cbos-link"  # the id of the link's own subscribe (requests use numbers)
 UNIX_PATH_MAX = 100  # sun_path is 108 bytes; ssh appends a random suffix while binding
 
 
@@ -488,17 +489,22 @@ class HostLink:
                 return pipe.why()
             hello_seen = True
             self.connections += 1
-            bare = [v.get("slug") for v in hello.get("sessions", []) if isinstance(v, dict)]
+            bare = [v["slug"] for v in hello.get("sessions", []) if isinstance(v, dict)
+                    and isinstance(v.get("slug"), str) and ":" not in v["slug"]]
             with self._lock:
-                since = {slug: ring.end for slug, ring in self._rings.items()
-                         if slug in bare and ring.end > 0}
+                since = {slug: ring.end for slug, ring in self._rings.items() if slug in bare}
+                if self.connections > 1:
+                    # Sessions that appeared while the link was down: from their start.
+                    since.update({slug: 0 for slug in bare if slug not in since})
             # Resume every known stream where it stopped: no gap, and (offsets are
             # checked below) no duplicate.
-            pipe.send(pr.request("subscribe", None, sessions=["*"], since=since))
+            pipe.send(pr.request("subscribe", SUBSCRIBE_ID, sessions=["*"], since=since))
             writer.start()
             self._put("up", hello)
             while (message := _read_line(stream)) is not None:
-                if message["type"] == "stream":
+                if message["type"] == "subscribed" and message.get("id") == SUBSCRIBE_ID:
+                    self._started(message.get("offsets"))
+                elif message["type"] == "stream":
                     chunk = self._chunk(message)
                     if chunk is not None:
                         self._put("chunk", chunk)
@@ -520,6 +526,18 @@ class HostLink:
                 pipe.send(text)
             except (OSError, ValueError):
                 return
+
+    def _started(self, offsets: Any) -> None:
+        """Where each stream stood when the subscription began: a session that prints
+        nothing before a drop still resumes from there."""
+        if not isinstance(offsets, dict):
+            return
+        with self._lock:
+            for slug, offset in offsets.items():
+                if isinstance(slug, str) and isinstance(offset, int) and ":" not in slug \
+                        and slug not in self._rings:
+                    ring = self._rings[slug] = _Ring(self._buffer_bytes)
+                    ring.end = offset
 
     def _chunk(self, message: dict[str, Any]) -> logs.Chunk | None:
         """A stream message as a chunk named HOST:SLUG, trimmed of anything seen already."""

@@ -326,7 +326,7 @@ def view_from_json(data: Any, host: str) -> SessionView:
         usage=usage if isinstance(usage, dict) else {}, host=host)
 
 
-def request(kind: str, ident: int | None = None, **fields: Any) -> str:
+def request(kind: str, ident: int | str | None = None, **fields: Any) -> str:
     """A client message (the host client's requests), checked as a server would."""
     message: dict[str, Any] = {"type": kind, **fields}
     if ident is not None:

@@ -336,6 +336,8 @@ def test_a_dropped_host_recovers_without_gap_or_duplicate(
     wait_until(lambda: "box1:BURST" in control.names(), timeout=30,
                message="the remote session on the board")
     assert control.status("box1").up
+    wait_until(lambda: "box1:BURST" in control.engine.stream_names(), timeout=30,
+               message="the link's subscription in place")
     log = remote_log(world, "box1", "BURST")
     wait_until(log.exists, timeout=20, message="the remote log")
     start = log.stat().st_size
