@@ -92,6 +92,7 @@ class Board:
     sessions: dict[str, Session] = field(default_factory=dict)  # by slug
     status_files: dict[int, st.StatusFile] = field(default_factory=dict)  # by claude pid
     dialogs: dict[str, Dialog | None] = field(default_factory=dict)  # by slug
+    notices: dict[str, str] = field(default_factory=dict)  # by slug: "not logged in: …"
     procs: ProcTable | None = None
     tmux_up: bool = True
     _version: int = 0
@@ -117,6 +118,11 @@ class Board:
     def set_dialog(self, slug: str, dialog: Dialog | None) -> None:
         self.dialogs[slug] = dialog
 
+    def set_screen(self, slug: str, dialog: Dialog | None, notice: str) -> None:
+        """What a capture of the session's screen showed: a dialog, a blocking notice."""
+        self.dialogs[slug] = dialog
+        self.notices[slug] = notice
+
     def track_for(self, session: Session) -> st.Track | None:
         return self.tracks.get(session.pane.pane_id) or self.tracks.get(f"slug:{session.slug}")
 
@@ -134,7 +140,8 @@ class Board:
             pane_dead=session.pane.dead, dead_status=session.pane.dead_status,
             dead_signal=session.pane.dead_signal,
             last_output=self.last_output.get(session.slug),
-            dialog=self.dialogs.get(session.slug), stall_seconds=self.stall_seconds,
+            dialog=self.dialogs.get(session.slug), notice=self.notices.get(session.slug, ""),
+            stall_seconds=self.stall_seconds,
         )
         verdict = st.infer(signals)
         if session.pane.foreign_pipe and not session.pane.dead:
