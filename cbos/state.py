@@ -534,6 +534,7 @@ class Signals:
     last_output: float | None = None  # newest output in the pane's log
     dialog: Dialog | None = None  # parse_dialog() of the screen, when it was read
     notice: str = ""  # blocking_notice() of the screen: "not logged in: run /login"
+    dialog_since: float | None = None  # when cbos first read this dialog off the screen
     stall_seconds: float = 600.0  # 0 disables the stall rule
 
     @property
@@ -903,8 +904,10 @@ def _without_hooks(s: Signals, sf: StatusFile | None) -> Verdict:
     suffix = " (no hook events)"
     if sf is None:
         if s.dialog is not None:
+            # A startup dialog (blockers/trust): nothing dates it but the read that found
+            # it; claude's start would be too early (keys in its first second are lost).
             return Verdict(State.PERMISSION, _dialog_reason(s.dialog),
-                           s.claude_started or s.now)
+                           s.dialog_since or s.claude_started or s.now)
         if s.tools:
             proc = s.tools[-1]
             return Verdict(State.WORKING, _running("", "", proc) + suffix,

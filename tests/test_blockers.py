@@ -4,6 +4,7 @@ that fired, Claude's status file and the screen give the state a person must see
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -99,9 +100,8 @@ def test_a_blocked_session_needs_its_person() -> None:
 
 
 def test_a_turn_that_ends_well_makes_the_notice_stale() -> None:
-    events, files, screen = load("no-credentials")
+    events, _files, screen = load("no-credentials")
     base = events[0]
-    from dataclasses import replace
     prompt = replace(base, ts=base.ts + 5, name="UserPromptSubmit",
                      payload={**base.payload, "hook_event_name": "UserPromptSubmit",
                               "prompt": "hi"})

@@ -574,8 +574,8 @@ def test_background_shell_after_stop_is_not_working() -> None:
 def test_stop_failure_is_waiting_with_the_error() -> None:
     failure = find("StopFailure", "api_error")
     verdict = st.infer(signals(track_at(failure.ts), failure.ts + 3))
-    assert verdict == st.Verdict(W, 'API error 400: request failed · "API Error: 400 mock failure 400"',
-                                 failure.ts)
+    assert verdict == st.Verdict(
+        W, 'API error 400: request failed · "API Error: 400 mock failure 400"', failure.ts)
 
 
 def test_claude_not_alive_in_a_live_pane_is_idle() -> None:
