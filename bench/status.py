@@ -1,6 +1,10 @@
-"""Cost of `cbos status`, the command tmux runs for ``#{cbos_status}`` every status-interval.
+"""Cost of `cbos status`, the command tmux runs for ``#{cbos_status}`` every status-interval
+when no cbos engine publishes the line, and of `cbos ls --json`, what scripts call.
 
-Budget: under 60 ms. Each round runs, in turn (so load on the machine hits them alike):
+Budgets: `cbos status` at most max(60 ms, 4x the floor); `cbos ls --json` with 10 sessions
+at most 100 ms. Bytecode caching is on (PYTHONDONTWRITEBYTECODE is removed from the
+environment of every command: users have .pyc files). Each round runs, in turn (so load on
+the machine hits them alike):
 
 - ``python -c pass`` with the same interpreter: the floor, what any Python command costs;
 - ``python -c 'import cbos'``: the floor plus cbos's package import;
@@ -8,7 +12,8 @@ Budget: under 60 ms. Each round runs, in turn (so load on the machine hits them 
   holding 0, 10 and 50 sessions the way cbos sees them: panes marked with ``@cbos_slug``,
   Claude's status file for each (``<config>/sessions/<pid>.json``), and an events file of
   the recorded Claude Code hook events (``tests/fixtures/claude-code-2.1.328``) replayed for
-  every session, interleaved, cut at different points so the states differ.
+  every session, interleaved, cut at different points so the states differ;
+- ``cbos ls --json`` against the server with 10 sessions.
 
 ``cbos status`` runs as tmux runs it: the installed ``cbos`` script next to this
 interpreter (``python -m cbos`` when there is none), a fresh process each time. The figures
@@ -35,11 +40,14 @@ import time
 from pathlib import Path
 
 from bench import compile_cbos
+from cbos.tmux import Tmux
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDING = ROOT / "tests" / "fixtures" / "claude-code-2.1.328" / "events_all.jsonl"
 SIZES = (0, 10, 50)
-BUDGET_MS = 60.0
+BUDGET_MS = 60.0  # or 4x the floor, whichever is more
+FLOOR_FACTOR = 4.0
+LS_BUDGET_MS = 100.0
 FORBIDDEN = ("urwid", "libtmux", "psutil")
 
 
@@ -72,6 +80,7 @@ class Board:
             "XDG_CONFIG_HOME": str(home / "config"), "CLAUDE_CONFIG_DIR": str(self.claude_dir),
             "CBOS_TMUX_SOCKET": self.socket,
         }
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         # A server with no session exits at once: keep one unmarked pane (not a cbos one).
         self.tmux("new-session", "-d", "-s", "bench-idle", "sleep 1000000")
         recording = [json.loads(line) for line in RECORDING.read_text().splitlines()]
@@ -86,6 +95,10 @@ class Board:
             pid = int(pid_text)
             self.tmux("set-option", "-t", slug, "@cbos_owned", "1", ";",
                       "set-option", "-p", "-t", pane, "@cbos_slug", slug)
+            # Piped into its log as cbos pipes it (else `cbos ls` would arm each pipe).
+            log = self.state_dir / "logs" / f"{slug}.log"
+            log.parent.mkdir(exist_ok=True)
+            Tmux(self.socket).pipe(pane, log)
             session_id = f"00000000-0000-4000-8000-{index:012d}"
             # Sessions stop at different points of the recorded session: mixed states.
             cut = main[: max(3, len(main) * (index + 1) // max(count, 1))]
@@ -178,6 +191,7 @@ def main() -> int:
                 "python -c pass": ([sys.executable, "-c", "pass"], base_env),
                 "python -c 'import cbos'": ([sys.executable, "-c", "import cbos"], base_env),
                 **{f"cbos status, {n} sessions": (cbos, boards[n].env) for n in SIZES},
+                "cbos ls --json, 10 sessions": ([*cbos[:-1], "ls", "--json"], boards[10].env),
             }
             outputs = {n: timed(cbos, boards[n].env)[1] for n in SIZES}  # also a warm-up
             for command, env in commands.values():
@@ -205,11 +219,16 @@ def main() -> int:
         print(f"{name:<28} {median:>10.1f} {p99:>8.1f} {median / floor:>8.2f} "
               f"{median - floor:>11.1f} {median / with_cbos:>9.2f}")
     print()
+    budget = max(BUDGET_MS, FLOOR_FACTOR * floor)
     for n in SIZES:
         median = statistics.median(times[f"cbos status, {n} sessions"])
-        verdict = "within" if median < BUDGET_MS else "OVER"
+        verdict = "within" if median <= budget else "OVER"
         print(f"{n:>2} sessions: {outputs[n] or '(empty line)'!s:<28} median {median:.1f} ms: "
-              f"{verdict} the {BUDGET_MS:.0f} ms budget")
+              f"{verdict} the {budget:.0f} ms budget (max of {BUDGET_MS:.0f} ms and "
+              f"{FLOOR_FACTOR:.0f}x the floor)")
+    median = statistics.median(times["cbos ls --json, 10 sessions"])
+    print(f"cbos ls --json, 10 sessions: median {median:.1f} ms: "
+          f"{'within' if median <= LS_BUDGET_MS else 'OVER'} the {LS_BUDGET_MS:.0f} ms budget")
 
     top = sorted({name.split(".")[0] for name in names})
     stdlib = [name for name in top if name in sys.stdlib_module_names]

@@ -30,14 +30,14 @@ import select
 import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import inotify_simple
 
 from cbos import config as config_mod
-from cbos import hooks, registry, sessions, transcript
+from cbos import delegation, hooks, registry, sessions, transcript
 from cbos.core import BACKLOG_BYTES, Core
 from cbos.errors import CbosError, NotFoundError, RefusedError, TmuxError, UsageError
 from cbos.hooks import HookEvent
@@ -591,6 +591,263 @@ def history(config: config_mod.Config, tmux: Tmux, slug: str, full: bool = False
     return History(slug, found.session_id, str(path), messages)
 
 
+# -- delegation: one turn followed under a preset's limits ----------------------------------
+
+ANSWER_TIMEOUT = 10.0  # for a dialog a hook announced to be drawn, and then to close
+REPRESS_AFTER = 1.5  # Claude drops keys in a dialog's first second: press again after this
+SCREEN_POLL = 0.1
+
+
+def delegate(config: config_mod.Config, tmux: Tmux, path: Path, task: str, *,
+             slug: str | None = None, preset_name: str = delegation.DEFAULT_PRESET,
+             model: str | None = None, limits: delegation.Limits | None = None,
+             context: str | None = None, group: str | None = None,
+             env: Mapping[str, str] | None = None) -> delegation.Delegation:
+    """Start a session under the preset, send ``task``, follow it under ``limits``."""
+    sessions.check_text(task)
+    if not task.strip():
+        raise UsageError("the task is empty; say what the session should do")
+    limits = limits if limits is not None else delegation.Limits()
+    args = delegation.claude_args(preset_name, model, context)
+    full_env = delegation.group_env(env, group)
+    core = Core(config, tmux)
+    started = time.monotonic()
+    session = core.create(path, slug, args, full_env)
+    problem = wait_composer(tmux, {session.slug: session.pane.pane_id},
+                            min(READY_TIMEOUT, limits.timeout))
+    record = delegation.Record(preset_name, limits, str(path.resolve()))
+    delegation.save_record(config, session.slug, record)
+    if problem:
+        return delegation.Delegation(
+            session.slug, "", "failed", "", 0.0, 0, time.monotonic() - started,
+            (f"{session.slug} started, but {problem[session.slug]}",))
+    return run_turn(config, tmux, session.slug, task, record, started=started)
+
+
+def continue_(config: config_mod.Config, tmux: Tmux, slug: str, text: str,
+              ) -> delegation.Delegation:
+    """Send a follow-up to a delegated session under its recorded (cumulative) limits."""
+    sessions.validate_slug(slug)
+    sessions.check_text(text)
+    if not text.strip():
+        raise UsageError("the text is empty; say what the session should do next")
+    record = delegation.load_records(config).get(slug)
+    if record is None:
+        raise NotFoundError(f"{slug} was not started by `cbos delegate`, so it has no limits "
+                            f"to continue under; use `cbos chat {slug} TEXT` instead")
+    return run_turn(config, tmux, slug, text, record)
+
+
+# -- following one turn under limits --------------------------------------------------------
+
+
+@dataclass
+class _LimitedTurn:
+    """The state of one followed turn (mutable: one loop owns it)."""
+
+    slug: str
+    record: delegation.Record
+    tally: delegation.Tally
+    watch: TurnWatch
+    session_id: str = ""
+    violations: list[str] = field(default_factory=list)
+    status: str | None = None
+    reply: str = ""
+
+
+def run_turn(config: config_mod.Config, tmux: Tmux, slug: str, text: str,
+             record: delegation.Record, started: float | None = None,
+             clock: Callable[[], float] = time.monotonic) -> delegation.Delegation:
+    limits = record.limits
+    start = started if started is not None else clock()
+    deadline = clock() + limits.timeout
+    core = Core(config, tmux)
+    growth = delegation.Growth()
+    try:
+        with _Wakeups(config, core.status_dir) as wake:
+            core.refresh(lambda: wake.events.backlog(BACKLOG_BYTES))
+            session = core.session(slug)
+            view = core.view(slug)
+            problem = chat_blocker(view)
+            if problem is not None:
+                raise RefusedError(problem)
+            if view.state is State.IDLE:
+                late = wait_composer(tmux, {slug: session.pane.pane_id},
+                                     min(max(deadline - clock(), 0.0), READY_TIMEOUT))
+                if late:
+                    raise RefusedError(f"{slug} is not ready for a prompt: {late[slug]}")
+            if not reports_hooks(config, core, slug):
+                raise RefusedError(f"{slug} does not report hook events to cbos, so its "
+                                   "limits cannot be held; run `cbos hooks install`")
+            turn = _LimitedTurn(slug, record, delegation.Tally(),
+                                TurnWatch(pane=session.pane.pane_id, claude_pid=view.pid),
+                                session_id=view.claude_session_id or record.session_id)
+            if turn.session_id:
+                turn.tally.path = transcript.find(turn.session_id)
+            if turn.tally.path is not None:
+                growth.watch(turn.tally.path)
+                turn.tally.update()
+            if _over_limits(turn):  # a continue already over its limits sends nothing
+                return _delegation_result(turn, start, clock)
+            core.board.apply_events(wake.read())  # what came before the send is not ours
+            wake.status_name = f"{view.pid}.json"
+            core.send_to(session.pane.pane_id, slug, view, text)
+            _follow_limited(core, wake, growth, turn, deadline, clock)
+            if turn.session_id and turn.session_id != record.session_id:
+                delegation.save_record(config, slug,
+                                       replace(record, session_id=turn.session_id))
+            return _delegation_result(turn, start, clock)
+    finally:
+        growth.close()
+
+
+def _over_limits(turn: _LimitedTurn) -> bool:
+    cost, model = turn.tally.cost()
+    found = delegation.breach(turn.record.limits, cost, turn.tally.turns, model)
+    if found is None:
+        return False
+    turn.status, violation = found
+    turn.violations.append(violation)
+    turn.reply = turn.tally.text
+    return True
+
+
+def _follow_limited(core: Core, wake: _Wakeups, growth: delegation.Growth, turn: _LimitedTurn,
+                    deadline: float, clock: Callable[[], float]) -> None:
+    pane = turn.watch.pane
+    last_refresh = clock()
+    while True:
+        refresh = wake.status_changed or clock() - last_refresh >= FALLBACK_REFRESH
+        if refresh:
+            wake.status_changed = False
+            core.refresh()
+            last_refresh = clock()
+        fresh = wake.read()
+        core.board.apply_events(fresh)
+        for event in fresh:
+            turn.watch = follow(turn.watch, event)
+        if turn.tally.path is None:
+            found = delegation.transcript_of(fresh, pane)
+            if found is not None:
+                turn.tally.path = found
+                growth.watch(found)
+        if turn.watch.started is not None and turn.watch.started.session_id:
+            turn.session_id = turn.watch.started.session_id
+        turn.tally.update()
+        if _over_limits(turn):
+            _stop_turn(core, turn)
+            return
+        if refresh and turn.watch.outcome is None:
+            try:
+                turn.watch = judge(turn.watch, core.view(turn.slug))
+            except NotFoundError:
+                turn.watch = judge(turn.watch, None)
+        if turn.watch.outcome is not None:
+            _settle(core, turn)
+            return
+        now = clock()
+        if now >= deadline:
+            turn.status = "timeout"
+            turn.violations.append(f"no reply within {turn.record.limits.timeout:g}s")
+            turn.reply = turn.tally.text
+            _stop_turn(core, turn)
+            return
+        ready = _select_limited(wake, growth, min(deadline - now,
+                                                  FALLBACK_REFRESH - (now - last_refresh)))
+        if growth.fileno() in ready:
+            growth.drain()
+
+
+def _select_limited(wake: _Wakeups, growth: delegation.Growth, seconds: float) -> list[int]:
+    fds = [wake.events.fileno(), wake.status.fileno(), growth.fileno()]
+    ready, _, _ = select.select(fds, [], [], max(seconds, 0.0))
+    if wake.status.fileno() in ready:
+        names = {event.name for event in wake.status.read(timeout=0)}
+        wake.status_changed |= wake.status_name in names
+    return ready
+
+
+def _stop_turn(core: Core, turn: _LimitedTurn) -> None:
+    """Ctrl+C in the pane: the turn stops, the session stays for a person to look at."""
+    try:
+        core.interrupt(turn.slug)
+    except CbosError as exc:
+        turn.violations.append(f"could not interrupt: {exc}")
+
+
+def _settle(core: Core, turn: _LimitedTurn) -> None:
+    outcome = turn.watch.outcome
+    assert outcome is not None
+    turn.tally.update()
+    if outcome.kind == "reply":
+        turn.status, turn.reply = "done", outcome.text or turn.tally.text
+        return
+    if outcome.kind == "permission":
+        _beyond_preset(core, turn, outcome)
+        return
+    turn.status = "failed"
+    turn.reply = turn.tally.text
+    turn.violations.append({"exited": "claude exited before replying",
+                            "interrupted": "the turn ended without a reply",
+                            }.get(outcome.kind, "the turn failed") + f": {outcome.text}")
+
+
+def _beyond_preset(core: Core, turn: _LimitedTurn, outcome: Outcome) -> None:
+    payload = outcome.event.payload if outcome.event is not None else {}
+    tool_input = payload.get("tool_input")
+    if (turn.record.preset == "plan" and payload.get("tool_name") == "ExitPlanMode"
+            and isinstance(tool_input, Mapping)):
+        # Plan mode's end: the plan is the answer; Esc declines carrying it out.
+        plan = tool_input.get("plan")
+        turn.status, turn.reply = "done", plan if isinstance(plan, str) else turn.tally.text
+        _answer_dialog(core, turn, "esc")
+        return
+    turn.reply = turn.tally.text
+    if turn.record.limits.on_permission == "wait":
+        turn.status = "needs_permission"
+        turn.violations.append(f"{outcome.text}; left for a person (`cbos answer "
+                               f"{turn.slug} CHOICE`)")
+        return
+    turn.status = "denied"
+    turn.violations.append(f"{outcome.text}: outside preset {turn.record.preset}, answered "
+                           "no")
+    _answer_dialog(core, turn, "no")
+
+
+def _answer_dialog(core: Core, turn: _LimitedTurn, choice: str) -> None:
+    """Answer the dialog once it is drawn (a hook can announce it first), then see it
+    close; press again only if it is still open well after the last press (Claude drops
+    keys in a dialog's first second), so a late redraw never gets a second answer that
+    would land in the composer."""
+    deadline = time.monotonic() + ANSWER_TIMEOUT
+    pressed: float | None = None
+    while time.monotonic() < deadline:
+        core.refresh()
+        try:
+            view = core.view(turn.slug)
+        except NotFoundError:
+            return
+        dialog = core._dialog_on_screen(turn.watch.pane)
+        if dialog is None and pressed is not None:
+            return
+        if dialog is not None and (pressed is None
+                                   or time.monotonic() - pressed >= REPRESS_AFTER):
+            word = "esc" if choice == "no" and dialog.kind == "question" else choice
+            core.answer_to(turn.watch.pane, turn.slug, view, word)
+            pressed = time.monotonic()
+        time.sleep(SCREEN_POLL)  # the screen has no event: a bounded look, then give up
+    turn.violations.append(f"could not answer the dialog with {choice!r}; see `cbos buffer "
+                           f"{turn.slug}`")
+
+
+def _delegation_result(turn: _LimitedTurn, start: float, clock: Callable[[], float],
+                       ) -> delegation.Delegation:
+    cost, _ = turn.tally.cost()
+    return delegation.Delegation(turn.slug, turn.session_id, turn.status or "failed",
+                                 turn.reply, cost, turn.tally.turns, clock() - start,
+                                 tuple(turn.violations))
+
+
 # -- the objects -----------------------------------------------------------------------------
 
 
@@ -631,12 +888,16 @@ class Cbos:
 
     def new(self, path: str | os.PathLike[str], slug: str | None = None, *,
             args: Sequence[str] = (), env: Mapping[str, str] | None = None,
+            system_prompt: str | None = None, group: str | None = None,
             wait: bool = True, timeout: float = READY_TIMEOUT) -> Session:
         """Start claude in ``path`` (a tmux session named ``slug``; default from git or the
-        directory). With ``wait``, return once it shows its composer, so the first prompt
-        is not typed before claude reads its terminal."""
+        directory), with ``system_prompt`` appended to Claude's and a ``group`` label.
+        With ``wait``, return once it shows its composer, so the first prompt is not typed
+        before claude reads its terminal."""
         core = Core(self.config, self.tmux)
-        session = core.create(Path(os.path.expanduser(path)), slug, list(args), env)
+        args = [*args, *delegation.system_prompt_args(system_prompt)]
+        env = delegation.group_env(env, group)
+        session = core.create(Path(os.path.expanduser(path)), slug, args, env)
         if wait:
             problem = wait_composer(self.tmux, {session.slug: session.pane.pane_id}, timeout)
             if problem:
@@ -653,6 +914,25 @@ class Cbos:
         """A new session ``new_slug`` continuing ``slug``'s conversation as a branch."""
         fork(self.config, self.tmux, slug, new_slug)
         return self._ready(new_slug, wait, timeout)
+
+    def delegate(self, path: str | os.PathLike[str], task: str, *, slug: str | None = None,
+                 preset: str = delegation.DEFAULT_PRESET, model: str | None = None,
+                 max_cost: float | None = None, max_turns: int | None = None,
+                 timeout: float = delegation.DEFAULT_TIMEOUT, context: str | None = None,
+                 on_permission: str = "deny", group: str | None = None,
+                 ) -> delegation.Delegation:
+        """Run ``task`` in a new session under a preset and limits (see
+        :mod:`cbos.delegation`); the result's ``session.continue_(text)`` follows up under
+        the same limits. Never raises for a breach: read ``status``."""
+        limits = delegation.Limits(max_cost, max_turns, timeout, on_permission)
+        result = delegate(self.config, self.tmux, Path(os.path.expanduser(path)), task,
+                          slug=slug, preset_name=preset, model=model, limits=limits,
+                          context=context, group=group)
+        return replace(result, session=Session(self, result.slug))
+
+    def group(self, name: str) -> Group:
+        """The sessions started with this group label."""
+        return Group(self, delegation.check_group(name))
 
     def _ready(self, slug: str, wait: bool, timeout: float) -> Session:
         if wait:
@@ -729,7 +1009,63 @@ class Session:
         Claude Code's own lines too)."""
         return history(self.cbos.config, self.cbos.tmux, self.slug, full).messages
 
+    def continue_(self, text: str) -> delegation.Delegation:
+        """A follow-up to a delegated session under its (cumulative) limits."""
+        result = continue_(self.cbos.config, self.cbos.tmux, self.slug, text)
+        return replace(result, session=self)
+
     def usage(self) -> dict[str, Any]:
         """Tokens and cost so far, and the claude process tree's memory and CPU."""
         core = self.cbos.core()
         return transcript.usage_for(core.view(self.slug), core.board.procs)
+
+
+class Group:
+    """Sessions sharing a group label (``cbos new --group``): an agent team to watch and
+    stop together."""
+
+    def __init__(self, cbos: Cbos, name: str) -> None:
+        self.cbos = cbos
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Group({self.name!r})"
+
+    def slugs(self) -> list[str]:
+        core = self.cbos.core()
+        return group_members(self.cbos.config, core, self.name)
+
+    def sessions(self) -> list[Session]:
+        return [Session(self.cbos, slug) for slug in self.slugs()]
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Each member's state, reason and usage, by slug (``cbos ls --json``'s fields)."""
+        core = self.cbos.core()
+        members = group_members(self.cbos.config, core, self.name)
+        snapshot = core.snapshot()
+        found = {}
+        for slug in members:
+            view = snapshot.get(slug)
+            if view is not None:
+                found[slug] = {**view.to_json(),
+                               "usage": transcript.usage_for(view, core.board.procs)}
+        return found
+
+    def stop_all(self) -> list[str]:
+        """End every member's tmux session (logs and conversations stay); their slugs."""
+        core = self.cbos.core()
+        stopped = []
+        for slug in group_members(self.cbos.config, core, self.name):
+            with contextlib.suppress(NotFoundError):
+                core.kill(slug)
+                stopped.append(slug)
+        return stopped
+
+
+def group_members(config: config_mod.Config, core: Core, name: str) -> list[str]:
+    """Live sessions whose remembered environment carries this group label."""
+    entries = registry.load(config)
+    live = [view.slug for view in core.snapshot().sessions]
+    return [slug for slug in live
+            if (entry := entries.get(slug)) is not None
+            and entry.env.get(delegation.GROUP_ENV) == name]

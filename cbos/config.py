@@ -11,7 +11,6 @@ import dataclasses
 import os
 import re
 import shlex
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +188,8 @@ def read_toml(path: Path) -> dict[str, tuple[str, str]]:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read it ({exc}); fix or remove the file") from None
+    import tomllib  # here: most starts (the status line's) have no file to parse
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

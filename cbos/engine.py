@@ -21,13 +21,14 @@ import logging
 import os
 import queue
 import re
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from cbos import hooks, logs, registry
+from cbos import hooks, logs, registry, statusline
 from cbos import state as st
 from cbos.config import Config
 from cbos.core import BACKLOG_BYTES, Core, Gathered, may_show_blocker
@@ -73,7 +74,8 @@ class Outcome:
 
 
 class Engine:
-    def __init__(self, config: Config, tmux: Tmux | None = None, notify: bool = True) -> None:
+    def __init__(self, config: Config, tmux: Tmux | None = None, notify: bool = True,
+                 status_line: bool = True) -> None:
         self.config = config
         self._notify = notify
         self.core = Core(config, tmux)
@@ -98,6 +100,10 @@ class Engine:
         self.output_listeners: list[OutputListener] = []
         self.error_listeners: list[Callable[[str], None]] = []
         self.soon: list[Callable[[], None]] = []  # work to redo on the next pass
+        self._status_line_on = status_line
+        self._status_line: str | None = None  # as last published
+        self._status_renew_at = 0.0
+        self._status_lock = threading.Lock()
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -158,7 +164,12 @@ class Engine:
             self.report(exc)
 
     def close(self) -> None:
-        self._closed = True
+        with self._status_lock:
+            if not self._closed and self._status_line is not None:
+                # Hand the status line back to `cbos status` now, not when the lease ends.
+                with contextlib.suppress(CbosError):
+                    self.core.tmux.set_global_options({statusline.LEASE_OPTION: None})
+            self._closed = True
         for lane in self._lanes.values():
             lane.shutdown(wait=False, cancel_futures=True)
         for closer in (self.tail.close, self.events.close):
@@ -351,6 +362,7 @@ class Engine:
         previous = self._snapshot
         current = self.core.snapshot()
         self._snapshot = current
+        self._publish_status(current)
         if previous is not None and previous.version == current.version:
             return
         for listener in self.snapshot_listeners:
@@ -358,6 +370,25 @@ class Engine:
                 listener(current, previous)
             except Exception as exc:
                 self.report(exc)
+
+    def _publish_status(self, snapshot: Snapshot) -> None:
+        """The status line into tmux's options when it changes, and its lease renewed
+        every LEASE / 3 seconds (the plugin's format shows it while the lease holds)."""
+        if not self._status_line_on:
+            return
+        line, now = statusline.render(snapshot.counts()), time.time()
+        if line == self._status_line and now < self._status_renew_at:
+            return
+        self._status_line, self._status_renew_at = line, now + statusline.LEASE / 3
+        until, tmux = str(int(now + statusline.LEASE)), self.core.tmux
+
+        def publish() -> None:
+            with self._status_lock:  # never after close() handed the line back
+                if not self._closed:
+                    tmux.set_global_options({statusline.STATUS_OPTION: line,
+                                             statusline.LEASE_OPTION: until})
+
+        self.run(publish)
 
     def report(self, exc: BaseException) -> None:
         log.error("unexpected error in the loop", exc_info=exc)

@@ -28,11 +28,9 @@ import fcntl
 import json
 import os
 import shlex
-import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -172,6 +170,8 @@ def hooks_block(config: Config) -> dict[str, list[dict[str, Any]]]:
 
 
 def _package_script() -> bytes:
+    from importlib import resources
+
     return resources.files("cbos").joinpath("hook.sh").read_bytes()
 
 
@@ -211,6 +211,8 @@ def settings_path(environ: Mapping[str, str] | None = None) -> Path:
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Replace ``path`` by ``data``: temp file beside it, fsync, rename, fsync the dir."""
+    import tempfile  # not at import: it pulls in shutil, random, ... (status-line budget)
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -416,7 +418,7 @@ def install(config: Config) -> str:
 
 
 def _busy(path: Path) -> CbosError:
-    return CbosError(f"{path}: it kept changing while cbos merged its hooks (is something "
+    return CbosError(f"{path}: it kept changing while cbos merged its entries (is something "
                      "rewriting it?); nothing was written: try again")
 
 
@@ -441,6 +443,33 @@ def uninstall(config: Config) -> str:
         return (f"removed {removed} cbos hook entries from {path}; previous file saved as "
                 f"{backup}")
     raise _busy(path)
+
+
+def edit_json(path: Path, change: Callable[[dict[str, Any]], dict[str, Any] | None],
+              ) -> tuple[bool, Path | None]:
+    """Change a user's JSON file with the care ``install`` takes: a malformed file is left
+    untouched and reported, the old file is backed up (``.cbos-backup``), the new one
+    replaces it atomically, and a file rewritten meanwhile is read again. ``change`` gets
+    a copy of the data and returns the new data, or None for "nothing to do".
+
+    Returns (written, backup path). Used by ``cbos mcp install`` for ~/.claude.json.
+    """
+    for _ in range(_ATTEMPTS):
+        settings = _load_settings(path)
+        new = change(copy.deepcopy(settings.data))
+        if new is None or (settings.raw is not None and _same(new, settings.data)):
+            return False, None
+        try:
+            return True, _save_settings(settings, new)
+        except _Changed:
+            continue
+    raise _busy(path)
+
+
+def json_object(path: Path) -> dict[str, Any] | None:
+    """A user's JSON file as checked by :func:`edit_json` (None: no file)."""
+    settings = _load_settings(path)
+    return settings.data if settings.raw is not None else None
 
 
 @dataclass(frozen=True)

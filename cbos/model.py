@@ -11,13 +11,15 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cbos import state as st
-from cbos.dialog import Dialog
 from cbos.hooks import HookEvent
 from cbos.procs import ProcTable
 from cbos.sessions import Session
+
+if TYPE_CHECKING:  # annotations only: the status line never reads a dialog
+    from cbos.dialog import Dialog
 
 # Said of a pane whose output goes to a pipe-pane its user set up: cbos leaves it alone.
 USER_PIPE = "output goes to the user's own pipe-pane (cbos leaves it; no live log here)"

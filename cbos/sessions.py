@@ -8,11 +8,9 @@ cbos adopts on sight: a slug, and a pipe into its log).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 import shlex
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 from cbos.config import Config, ensure_dirs, touch_private
 from cbos.errors import CbosError, NotFoundError, UsageError
 from cbos.procs import Proc, ProcTable
-from cbos.tmux import Pane, Tmux
+from cbos.tmux import Pane, Tmux, which
 
 SLUG_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_SLUG = 64
@@ -184,6 +182,8 @@ def resolve(sessions: Sequence[Session], slug: str) -> Session:
         if session.slug == slug:
             return session
     names = [s.slug for s in sessions]
+    import difflib  # only for this message
+
     close = difflib.get_close_matches(slug, names, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see `cbos ls`"
     raise NotFoundError(f"no session named {slug!r}{hint}")
@@ -202,7 +202,7 @@ def claude_argv(config: Config, extra: Sequence[str] = ()) -> list[str]:
                          "as a shell command line") from None
     if not argv:
         raise UsageError("CBOS_CLAUDE_COMMAND is empty; set it to the claude command")
-    if shutil.which(argv[0]) is None:
+    if which(argv[0]) is None:
         raise CbosError(f"claude command {argv[0]!r} not found; install Claude Code "
                         "(npm install -g @anthropic-ai/claude-code) or set "
                         "CBOS_CLAUDE_COMMAND to its path")

@@ -23,11 +23,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from cbos.dialog import Dialog
 from cbos.hooks import HookEvent
 from cbos.procs import Proc, ProcTable
+
+if TYPE_CHECKING:  # annotations only: the status line never reads a dialog
+    from cbos.dialog import Dialog
 
 
 class State(enum.StrEnum):

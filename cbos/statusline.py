@@ -1,4 +1,12 @@
-"""`cbos status`: one short line for tmux's status bar, cheap enough to run every interval.
+"""The status line: one short line for tmux's status bar (``#{cbos_status}``).
+
+A running engine (the TUI, `cbos serve`) publishes the line into tmux server options
+whenever it changes (:data:`STATUS_OPTION`), with a lease (:data:`LEASE_OPTION`, an epoch
+second it renews every few seconds); the plugin's format shows the option while the lease
+holds, so tmux starts no process at all. Without an engine (or once one died and its lease
+ran out) the format runs `cbos status` instead, which computes the line from scratch.
+
+`cbos status` must be cheap enough to run every interval.
 
 tmux runs it through ``#()`` at most once a second, so it avoids everything heavy: no
 urwid (one ``list-panes``), no psutil (Claude's status files and the
@@ -9,6 +17,7 @@ is imported only once the listing shows there is a session at all.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +28,9 @@ if TYPE_CHECKING:
     from cbos.config import Config
 
 EVENT_BYTES = 128 << 10  # the newest turns of every pane; older events rarely matter here
+STATUS_OPTION = "@cbos_status"
+LEASE_OPTION = "@cbos_status_until"
+LEASE = 10.0  # seconds a published line holds without renewal; renewed every LEASE / 3
 _SHELLS = frozenset({"", "bash", "zsh", "sh", "fish", "dash"})
 
 
@@ -48,7 +60,7 @@ def _status_by_pane(directory: Path) -> dict[str, st.StatusFile]:
 
 def line(config: Config) -> str:
     """``⚠ 1 ● 2 ◑ 3``: sessions needing the person first; empty when nothing is going on."""
-    panes = [p for p in Tmux(config.tmux_socket).list_panes() if p.slug]
+    panes = [p for p in Tmux(config.tmux_socket, check_version=False).list_panes() if p.slug]
     if not panes:
         return ""
     from cbos import hooks
@@ -74,6 +86,13 @@ def line(config: Config) -> str:
             files[status.pid] = status
         sessions.append(Session(pane.slug, pane, claude, adopted=not pane.owned))
     board.set_sessions(sessions, None, files)
-    counts = board.snapshot().counts()
+    return render(board.snapshot().counts())
+
+
+def render(counts: Mapping[st.State, int]) -> str:
+    """``⚠ 1 ● 2 ◑ 3`` from the number of sessions in each state (needing the person
+    first; idle and exited sessions are not news)."""
+    from cbos import state as st
+
     shown = (st.State.PERMISSION, st.State.WAITING, st.State.WORKING, st.State.THINKING)
-    return " ".join(f"{state.icon} {counts[state]}" for state in shown if counts[state])
+    return " ".join(f"{state.icon} {counts[state]}" for state in shown if counts.get(state))

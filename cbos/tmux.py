@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -142,10 +141,22 @@ def parse_version(text: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
+def which(name: str) -> str | None:
+    """``shutil.which`` for a plain command name: importing shutil costs the status line
+    several ms (it loads the compression modules)."""
+    if "/" in name:
+        return name if os.access(name, os.X_OK) and not os.path.isdir(name) else None
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(folder or ".", name)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    return None
+
+
 @cache
 def tmux_binary() -> str:
     """Path of a usable tmux, checked once per process."""
-    path = shutil.which("tmux")
+    path = which("tmux")
     if path is None:
         raise TmuxError("tmux is not installed; install tmux 3.2 or newer "
                         "(e.g. `apt-get install tmux`) and try again")
@@ -159,8 +170,10 @@ def tmux_binary() -> str:
 class Tmux:
     """A tmux server, by socket name (``tmux -L``); ``None`` is the user's default server."""
 
-    def __init__(self, socket_name: str | None = None) -> None:
-        tmux_binary()  # a missing or too old tmux fails here, clearly, not mid-action
+    def __init__(self, socket_name: str | None = None, check_version: bool = True) -> None:
+        # A missing or too old tmux fails here, clearly, not mid-action. The status line
+        # only lists panes, and saves the `tmux -V` on each of its starts.
+        self._binary = tmux_binary() if check_version else which("tmux") or "tmux"
         self.socket_name = socket_name
 
     # -- the one wrapper ------------------------------------------------------------------
@@ -173,8 +186,12 @@ class Tmux:
 
         ``stdin`` is fed to tmux (for ``load-buffer -``).
         """
-        proc = subprocess.run([tmux_binary(), *self._server_args(), *args],
-                              input=stdin, capture_output=True, check=False)
+        try:
+            proc = subprocess.run([self._binary, *self._server_args(), *args],
+                                  input=stdin, capture_output=True, check=False)
+        except FileNotFoundError:
+            raise TmuxError("tmux is not installed; install tmux 3.2 or newer "
+                            "(e.g. `apt-get install tmux`) and try again") from None
         out = proc.stdout.decode("utf-8", "replace").splitlines()
         err = proc.stderr.decode("utf-8", "replace").splitlines()
         if check and (proc.returncode != 0 or err):
@@ -410,7 +427,7 @@ class Tmux:
                  "select-pane", "-t", pane.pane_id)
 
     def _attach_argv(self, pane: Pane) -> list[str]:
-        return [tmux_binary(), *self._server_args(), "attach-session", "-t", pane.session_id]
+        return [self._binary, *self._server_args(), "attach-session", "-t", pane.session_id]
 
     def attach(self, pane: Pane) -> int:
         """``tmux attach`` to the pane's session on this terminal until it detaches; its
@@ -438,6 +455,17 @@ class Tmux:
         self.cmd("display-message", "-c", client, "-d", str(milliseconds), "--", text,
                  check=False)
 
+    def set_global_options(self, values: Mapping[str, str | None]) -> None:
+        """Set (or, for None, unset) global user options in one command line; lenient:
+        no server means nothing to set."""
+        args: list[str] = []
+        for name, value in values.items():
+            args += [";"] if args else []
+            args += (["set-option", "-gu", name] if value is None
+                     else ["set-option", "-g", name, _argument(value)])
+        if args:
+            self.cmd(*args, check=False)
+
     def global_option(self, name: str) -> str:
         """A global (user) option's value; "" when unset or with no server."""
         lines = self.cmd("show-options", "-gqv", name, check=False)
@@ -450,6 +478,11 @@ class Client:
 
     name: str
     tty: str
+
+
+def _argument(text: str) -> str:
+    # An argument ending in ";" would end the command line instead.
+    return text[:-1] + "\\;" if text.endswith(";") else text
 
 
 def _outside_tmux() -> dict[str, str]:

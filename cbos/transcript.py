@@ -535,3 +535,64 @@ def turn_usage(items: Iterable[Mapping[str, Any]]) -> tuple[Usage | None, str]:
         if texts:
             reply = texts[-1]
     return (total.result() if total is not None else None), reply
+
+
+# -- past conversations ------------------------------------------------------------------------
+
+
+def project_folder(path: Path, home: Path | None = None) -> Path:
+    """Where Claude keeps a directory's conversations: ``projects/<path, every character
+    but [A-Za-z0-9] as "-">``."""
+    name = re.sub(r"[^A-Za-z0-9]", "-", str(path.resolve()))
+    return (home if home is not None else claude_dir()) / "projects" / name
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One stored conversation, as ``cbos conversations`` lists it."""
+
+    session_id: str
+    started: str  # ISO 8601, its first line's timestamp
+    last_activity: str  # its last line's timestamp
+    messages: int  # prompts and replies (as ``cbos history`` shows them)
+    first_prompt: str
+    path: Path
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.session_id, "started": self.started,
+                "last_activity": self.last_activity, "messages": self.messages,
+                "first_prompt": self.first_prompt, "transcript_path": str(self.path)}
+
+
+def conversation(path: Path) -> Conversation | None:
+    """A transcript file's summary; None when it holds no conversation (or can't be read)."""
+    stamps: list[str] = []
+
+    def noted(items: Iterator[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+        for entry in items:
+            stamp = entry.get("timestamp")
+            if isinstance(stamp, str) and stamp:
+                stamps.append(stamp)
+            yield entry
+
+    try:
+        said = messages(noted(entries(path)))
+    except OSError:
+        return None
+    if not said or not stamps:
+        return None
+    first = next((m.text for m in said if m.kind == "prompt"), "")
+    return Conversation(path.stem, min(stamps), max(stamps), len(said),
+                        first.strip().splitlines()[0] if first.strip() else "", path)
+
+
+def conversations(directory: Path, home: Path | None = None) -> list[Conversation]:
+    """Claude's stored conversations for ``directory``, the most recent first."""
+    folder = project_folder(directory, home)
+    try:
+        files = [p for p in folder.iterdir()
+                 if p.suffix == ".jsonl" and SESSION_ID_RE.match(p.stem)]
+    except OSError:
+        return []
+    found = [c for c in map(conversation, files) if c is not None]
+    return sorted(found, key=lambda c: c.last_activity, reverse=True)

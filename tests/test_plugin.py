@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import psutil
 import pytest
 
 from cbos import notify
+from cbos.statusline import LEASE_OPTION, STATUS_OPTION
 from cbos.tmux import Tmux
 from tests.conftest import CliResult
 from tests.waiting import wait_until
@@ -241,7 +243,7 @@ def test_popup_command_runs_the_configured_binary_literally(srv: Server, tmp_pat
                                                            attach: Callable[..., Client]
                                                            ) -> None:
     """The binding's command, run by display-popup's shell, reaches @cbos-bin exactly."""
-    weird = tmp_path / "dir with space, #{pane_id} and 'quote'"
+    weird = tmp_path / "it's #{host}, 100%d }"
     weird.mkdir()
     marker = tmp_path / "popup-ran"
     fake = weird / "cbos"
@@ -317,7 +319,8 @@ def test_status_placeholder_becomes_a_call_to_cbos_status(srv: Server, cbos_bin:
     srv.run("set-option", "-g", "status-left", "[#S] #{cbos_status}\\;")
     assert srv.option("status-left") == "[#S] #{cbos_status};"
     srv.load()
-    call = f"#('{cbos_bin}' status)"
+    call = (f"#{{?#{{e|<:%s,#{{{LEASE_OPTION}}}}},#{{{STATUS_OPTION}}},"
+            f"#('{cbos_bin}' status)}}")
     assert srv.option("status-right") == f"{call} | %H:%M {call}"
     assert srv.option("status-left") == f"[#S] {call};"
     srv.load()  # nothing left to replace: unchanged
@@ -326,8 +329,9 @@ def test_status_placeholder_becomes_a_call_to_cbos_status(srv: Server, cbos_bin:
 
 def test_status_call_survives_an_awkward_binary_path(srv: Server, tmp_path: Path,
                                                      attach: Callable[..., Client]) -> None:
-    """``#``, ``%`` and a quote in @cbos-bin: tmux's strftime, formats and sh leave it."""
-    weird = tmp_path / "it's #{host} 100%d"
+    """``#``, ``%``, a quote, ``,`` and ``}`` in @cbos-bin: tmux's strftime, formats (the
+    branch of a conditional) and sh leave it."""
+    weird = tmp_path / "it's #{host}, 100%d }"
     weird.mkdir()
     fake = weird / "cbos"
     fake.write_text('#!/bin/sh\necho "fake-status:$1"\n')
@@ -382,20 +386,87 @@ def test_status_line_shows_real_cbos_status(quick_fake: None, fake_claude: Path,
     srv.run("set-option", "-g", "status-right-length", "80")
     srv.run("set-option", "-g", "status-right", "<#{cbos_status}>")
     srv.load()
-    assert srv.option("status-right").startswith("<#('")
+    assert "#('" in srv.option("status-right")
     client = attach(srv.socket, "home")
     wait_until(lambda: "<⚠ 1 ● 1>" in client.output, timeout=15,
                message="the status line shows the counts from `cbos status`")
 
 
-def test_status_is_empty_without_sessions(srv: Server, attach: Callable[..., Client]) -> None:
+def test_status_is_empty_once_no_session_needs_anything(
+        quick_fake: None, fake_claude: Path, srv: Server, cli: Cli, tmp_path: Path,
+        attach: Callable[..., Client]) -> None:
+    """`cbos status` ran and printed nothing: tmux shows ``<>`` before its first job too,
+    so the line must first show counts from it, then go empty when they go."""
+    start_session(cli, srv.tmux, tmp_path, "DONE")
+    assert cli("send", "DONE", "SAY all good").code == 0
+    wait_until(lambda: views(cli)["DONE"]["state"] == "waiting", timeout=15,
+               message="DONE is waiting")
     srv.run("set-option", "-g", "status-interval", "1")
     srv.run("set-option", "-g", "status-right", "<#{cbos_status}>")
     srv.load()
     client = attach(srv.socket, "home")
-    # `cbos status` ran (the job finished: tmux redrew the line) and printed nothing.
-    wait_until(lambda: "<>" in client.output, timeout=15, message="an empty status")
+    wait_until(lambda: "<● 1>" in client.output, timeout=15, message="the count")
+    seen = len(client.output)
+    assert cli("kill", "DONE").code == 0
+    wait_until(lambda: "<>" in client.output[seen:], timeout=15, message="an empty status")
 
+
+def fake_cbos_status(tmp_path: Path, srv: Server, words: str) -> Path:
+    """@cbos-bin: a cbos whose `status` prints ``words`` (to tell which path drew) and
+    notes each run in the returned file."""
+    fake = tmp_path / "fake-bin" / "cbos"
+    fake.parent.mkdir()
+    runs = tmp_path / "status-runs"
+    runs.touch()
+    fake.write_text(f'#!/bin/sh\necho run >> "{runs}"\necho "{words}"\n')
+    fake.chmod(0o755)
+    srv.run("set-option", "-g", "@cbos-bin", str(fake))
+    return runs
+
+
+def test_a_running_engine_publishes_the_line_and_hands_it_back(
+        quick_fake: None, fake_claude: Path, srv: Server, cli: Cli, tmp_path: Path,
+        attach: Callable[..., Client]) -> None:
+    """While the TUI or `cbos serve` runs, tmux shows the line it publishes and runs no
+    `cbos status`; once it stops (or its lease runs out) `cbos status` is back."""
+    from cbos import config as config_mod
+    from cbos.engine import Engine
+    from tests.test_notify import pump
+
+    runs = fake_cbos_status(tmp_path, srv, "FALLBACK")
+    start_session(cli, srv.tmux, tmp_path, "DONE")
+    assert cli("send", "DONE", "SAY all good").code == 0
+    wait_until(lambda: views(cli)["DONE"]["state"] == "waiting", timeout=15,
+               message="DONE is waiting")
+    srv.run("set-option", "-g", "status-interval", "1")
+    srv.run("set-option", "-g", "status-right", "<#{cbos_status}>")
+    srv.load()
+    client = attach(srv.socket, "home")
+    wait_until(lambda: "<FALLBACK>" in client.output, timeout=15, message="cbos status")
+    engine = Engine(config_mod.load(), srv.tmux, notify=False)
+    try:
+        engine.start()
+        pump(engine, lambda: "<● 1>" in client.output, 15, "the engine's line")
+        assert srv.option(STATUS_OPTION) == "● 1"
+        before = runs.read_text().count("run")
+        watch_until = time.monotonic() + 3.5  # three status intervals and more
+        pump(engine, lambda: time.monotonic() > watch_until, 15, "a while")
+        assert runs.read_text().count("run") == before, "tmux ran cbos status meanwhile"
+        seen = len(client.output)
+    finally:
+        engine.close()
+    wait_until(lambda: "<FALLBACK>" in client.output[seen:], timeout=15,
+               message="cbos status again once the engine stopped")
+    # An engine that died leaves its line; once the lease runs out it is not shown.
+    seen = len(client.output)
+    srv.run("set-option", "-g", STATUS_OPTION, "LEFT BEHIND", ";", "set-option", "-g",
+            LEASE_OPTION, str(int(time.time()) + 100))
+    wait_until(lambda: "<LEFT BEHIND>" in client.output[seen:], timeout=15,
+               message="a line within its lease")
+    seen = len(client.output)
+    srv.run("set-option", "-g", LEASE_OPTION, str(int(time.time()) - 1))
+    wait_until(lambda: "<FALLBACK>" in client.output[seen:], timeout=15,
+               message="the line is dropped when its lease ran out")
 
 # -- the popup, end to end -----------------------------------------------------------------
 

@@ -112,11 +112,25 @@ bind_popup_key() {
 	tmux set-option -gq @cbos_bound_key "$key"
 }
 
-# Replace #{cbos_status} in status-left/right with a call to `cbos status`.
+# Text made literal inside a branch of a #{?...} conditional: also "," and "}", and "%"
+# once more (the branch is expanded, strftime included, before its #() runs).
+branch_literal() {
+	local text
+	text="$(format_literal "$1")"
+	text="${text//'%'/'%%'}"
+	text="${text//','/'#,'}"
+	text="${text//'}'/'#}'}"
+	printf '%s' "$text"
+}
+
+# Replace #{cbos_status} in status-left/right: the line a running cbos (TUI, serve)
+# publishes in @cbos_status while its lease (@cbos_status_until, epoch seconds; %s is
+# now, from the status line's strftime) holds, else a call to `cbos status`.
 interpolate_status() {
 	local option value bin command
 	bin="$(get_tmux_option @cbos-bin)"
-	command="#($(format_literal "$(shell_quote "$bin")") status)"
+	command="#{?#{e|<:%s,#{@cbos_status_until}},#{@cbos_status},"
+	command+="#($(branch_literal "$(shell_quote "$bin")") status)}"
 	for option in status-left status-right; do
 		value="$(tmux show-option -gqv "$option")"
 		case "$value" in

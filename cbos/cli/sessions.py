@@ -29,24 +29,69 @@ if TYPE_CHECKING:
 
 
 def cmd_new(args: argparse.Namespace, ctx: Context) -> int:
+    from cbos import delegation
     from cbos.core import Core
 
     path = Path(args.path) if args.path else Path.cwd()
     extra = list(args.claude_args or ())
     if args.resume:
-        extra = ["--resume", args.resume, *extra]
-    session = Core(ctx.config, ctx.tmux).create(path, slug=args.slug, extra_args=extra)
+        extra = ["--resume", check_resume(path, args.resume), *extra]
+    extra += delegation.system_prompt_args(system_prompt(args))
+    env = delegation.group_env(None, args.group)
+    session = Core(ctx.config, ctx.tmux).create(path, slug=args.slug, extra_args=extra,
+                                                env=env)
     print(session.slug)
     return 0
 
 
+def system_prompt(args: argparse.Namespace) -> str | None:
+    """--append-system-prompt TEXT, or the text of --append-system-prompt-file FILE."""
+    if args.append_system_prompt_file is None:
+        text: str | None = args.append_system_prompt
+        return text
+    try:
+        return Path(args.append_system_prompt_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the system prompt file "
+                         f"{args.append_system_prompt_file}: {exc}") from None
+
+
+def check_resume(path: Path, session_id: str) -> str:
+    """A conversation id to resume must be one Claude stored for this directory."""
+    from cbos import transcript
+
+    if not transcript.SESSION_ID_RE.match(session_id):
+        raise UsageError(f"{session_id!r} is not a conversation id; see `cbos conversations "
+                         f"{path}`")
+    known = {c.session_id for c in transcript.conversations(path)}
+    if session_id not in known:
+        raise UsageError(f"Claude has no conversation {session_id} stored for {path}; see "
+                         f"`cbos conversations {path}`")
+    return session_id
+
+
+def _in_group(ctx: Context, views: Sequence[SessionView], group: str | None,
+              ) -> list[SessionView]:
+    if group is None:
+        return list(views)
+    from cbos import delegation, registry
+
+    delegation.check_group(group)
+    entries = registry.load(ctx.config)
+    return [v for v in views if (entry := entries.get(v.slug)) is not None
+            and entry.env.get(delegation.GROUP_ENV) == group]
+
+
 def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
-    from cbos import model, transcript
+    from cbos import auth, model, transcript
 
     the_core = ctx.core()
     # Tokens and cost from each transcript, memory and CPU from the process table.
     views = [model.with_usage(v, transcript.usage_for(v, the_core.board.procs))
-             for v in the_core.snapshot().sessions]
+             for v in _in_group(ctx, the_core.snapshot().sessions, args.group)]
+    warning = auth.expiry_warning(auth.credential())
+    if warning and not args.json:
+        print(f"cbos: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps([v.to_json() for v in views], indent=2, ensure_ascii=False))
         return 0
@@ -125,7 +170,18 @@ def cmd_answer(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_kill(args: argparse.Namespace, ctx: Context) -> int:
-    session = ctx.core().kill(args.slug)
+    the_core = ctx.core()
+    if args.group is not None:
+        if args.slug is not None:
+            raise UsageError("give a slug or --group, not both")
+        members = [v.slug for v in _in_group(ctx, the_core.snapshot().sessions, args.group)]
+        if not members:
+            print(f"no session in group {args.group}", file=sys.stderr)
+            return 1
+        return for_each(members, the_core.kill, "killed")
+    if args.slug is None:
+        raise UsageError("name the session to kill (or --group G)")
+    session = the_core.kill(args.slug)
     print(f"killed {session.slug}; its log stays at {ctx.config.log_path(session.slug)}")
     return 0
 
@@ -207,12 +263,20 @@ def register(sub: Subparsers) -> None:
     p.add_argument("path", nargs="?", help="project directory (default: the current one)")
     p.add_argument("--slug", help="session name (default: git origin's repo name, upper-cased,"
                    " else the directory name)")
-    p.add_argument("--resume", metavar="ID", help="continue Claude conversation ID")
+    p.add_argument("--resume", metavar="ID", help="continue Claude conversation ID (see "
+                   "`cbos conversations PATH`)")
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument("--append-system-prompt", metavar="TEXT",
+                        help="text appended to Claude's system prompt")
+    prompt.add_argument("--append-system-prompt-file", metavar="FILE",
+                        help="the same, read from FILE")
+    p.add_argument("--group", metavar="G", help="a group label (`cbos ls --group G`)")
     p.set_defaults(claude_args=[])
     p.set_defaults(handler=cmd_new)
 
     p = sub.add_parser("ls", help="list sessions with state, reason and age")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--group", metavar="G", help="only the sessions of group G")
     p.set_defaults(handler=cmd_ls)
 
     p = sub.add_parser("send", help="type text into a session (or a group), then Enter",
@@ -249,8 +313,9 @@ def register(sub: Subparsers) -> None:
                    help="give up after S seconds (default: wait for ever)")
     p.set_defaults(handler=cmd_wait)
 
-    p = sub.add_parser("kill", help="end a session (its log stays)")
-    p.add_argument("slug", help="session slug")
+    p = sub.add_parser("kill", help="end a session, or a group (logs stay)")
+    p.add_argument("slug", nargs="?", help="session slug")
+    p.add_argument("--group", metavar="G", help="every session of group G")
     p.set_defaults(handler=cmd_kill)
 
     p = sub.add_parser("attach", help="switch to (inside tmux) or attach a session")

@@ -23,6 +23,7 @@ Prompts are a script for the fake model (first word, then the argument):
     SLOW n       20 lines streamed over n s      WAIT n   nothing for n s, then a reply
     THINK n      a thinking spinner for n s      FAIL [code]  API error -> StopFailure
     EXIT n       SessionEnd(prompt_input_exit), exit status n
+    STEPS n      n model messages in a row, each running Bash ``sleep 0.3``, then a reply
     /clear /compact /exit (/quit)                anything else: reply ``echo: <first line>``
 
 Environment knobs: FAKE_CLAUDE_SPEED (divides the delays that stand for model time),
@@ -1578,6 +1579,8 @@ class FakeClaude:
             return self._t_think(number)
         if word == "FAIL" and (number is not None or not arg):
             return self._t_fail(int(number) if number is not None else 400)
+        if word == "STEPS" and number is not None:
+            return self._t_steps(int(number))
         if word == "EXIT" and (number is not None or not arg):
             return self._t_exit(int(number) if number is not None else 0)
         return self._t_say(f"echo: {first_line(prompt)}")
@@ -1962,6 +1965,31 @@ class FakeClaude:
         reply = "done" if status == 0 else "done (tool error)"
         self._assistant(reply)
         self._stop(reply)
+
+    def _t_steps(self, count: int) -> Script:
+        """A turn of ``count`` tool-using messages (what cbos delegate's --max-turns counts);
+        each is a Bash ``sleep 0.3`` with its hooks and transcript lines."""
+        for step in range(1, count + 1):
+            yield Sleep(model_time(TOOL_CALL_S))
+            tool_id = tool_use_id()
+            tool_input: dict[str, object] = {"command": "sleep 0.3",
+                                             "description": f"Step {step}"}
+            self._assistant(f"Step {step}.", ("Bash", tool_input, tool_id))
+            block = self._add_block([f"● Step {step}", "  ⎿  $ sleep 0.3"])
+            reason = self._pre_tool("Bash", tool_input, tool_id)
+            if reason is not None:
+                yield from self._blocked("Bash", tool_input, tool_id, reason, block)
+                return
+            yield Sleep(0.3)
+            self._post_tool("Bash", tool_input, tool_id, {
+                "stdout": "", "stderr": "", "interrupted": False, "isImage": False,
+                "noOutputExpected": True}, 300)
+            self._tx_tool_result(tool_id, "(Bash completed with no output)", False)
+            self._post_batch("Bash", tool_input, tool_id, "(Bash completed with no output)")
+            block.lines[:] = ["  Ran 1 shell command"]
+        yield Sleep(model_time(AFTER_TOOL_S))
+        self._assistant(f"done in {count} steps")
+        self._stop(f"done in {count} steps")
 
     def _t_bg(self, cmd: str) -> Script:
         """timeline.md bg_bash: the turn ends while the shell runs (status "shell")."""
