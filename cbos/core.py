@@ -119,21 +119,32 @@ class Core:
         for sessions at work.
         """
         snapshot = self.board.snapshot()
+        wanted: dict[str, str] = {}
         for view in snapshot.sessions:
             if only is not None and view.slug not in only:
                 continue
             if may_show_blocker(view, self.board.notices.get(view.slug, ""), waiting=False):
-                self.board.set_screen(view.slug, *self.read_screen(view.pane_id))
+                wanted[view.slug] = view.pane_id
             else:
                 self.board.set_dialog(view.slug, None)
+        for slug, found in self.read_screens(wanted).items():
+            self.board.set_screen(slug, *found)
+
+    def read_screens(self, panes: Mapping[str, str]) -> dict[str, tuple[Dialog | None, str]]:
+        """The dialog and blocking notice on each screen (``{slug: pane_id}``), read with
+        one tmux call however many there are."""
+        if not panes:
+            return {}
+        try:
+            texts = self.tmux.capture_many(list(panes.values()))
+        except TmuxError:
+            texts = {}
+        return {slug: (parse_dialog(texts[pane]), blocking_notice(texts[pane]))
+                if pane in texts else (None, "") for slug, pane in panes.items()}
 
     def read_screen(self, pane_id: str) -> tuple[Dialog | None, str]:
         """The dialog and the blocking notice on a pane's screen (one capture)."""
-        try:
-            text = self.tmux.capture(pane_id, colours=False)
-        except TmuxError:
-            return None, ""
-        return parse_dialog(text), blocking_notice(text)
+        return self.read_screens({pane_id: pane_id})[pane_id]
 
     def _dialog_on_screen(self, pane_id: str) -> Dialog | None:
         return self.read_screen(pane_id)[0]

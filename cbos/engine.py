@@ -330,7 +330,7 @@ class Engine:
         core = self.core
 
         def read() -> dict[str, tuple[Any, str]]:
-            return {slug: core.read_screen(pane) for slug, pane in panes.items()}
+            return core.read_screens(panes)
 
         def done(outcome: Outcome) -> None:
             self._screen_reads.difference_update(panes)
