@@ -172,6 +172,7 @@ class App:
         self._started = True
         self.loop.draw_screen()  # the first paint, now: everything after can wait a moment
         self._no_intr()
+        self._warn_credentials()
         self.alarm(TICK, self.tick)
 
     def stop(self) -> None:
@@ -188,6 +189,18 @@ class App:
             except Exception as exc:
                 log.error("WebSocket server shutdown failed", exc_info=exc)
         self.engine.close()
+
+    def _warn_credentials(self) -> None:
+        """Claude's login expiring within a day (or no credential at all) is said at once:
+        every session would stop at the next request."""
+        from cbos import auth
+
+        try:
+            warning = auth.expiry_warning(auth.credential())
+        except OSError:
+            return
+        if warning:
+            self.room.error(warning)
 
     def run(self, ws: WsOptions | None = None) -> int:
         """Start, run until ``q``, stop; with ``ws``, the WebSocket server runs too."""

@@ -136,3 +136,22 @@ def test_expiry_warning_rules() -> None:
     assert auth.expiry_warning(auth.Credential("login", "x", now + 3 * 86400), now) is None
     renewable = auth.Credential("login", "x", now + 60, renewable=True)
     assert auth.expiry_warning(renewable, now) is None
+
+
+def test_resume_keeps_the_group_and_the_system_prompt(
+        cli: Cli, fake_claude: Path, tmux: object, tmp_path: Path) -> None:
+    (tmp_path / "r").mkdir()
+    assert cli("new", str(tmp_path / "r"), "--slug", "R", "--group", "g",
+               "--append-system-prompt", "Be exact.").code == 0
+    wait_until(lambda: slugs(cli, "--group", "g") == ["R"])
+    wait_until(lambda: {v["slug"]: v["claude_session_id"] for v in
+                        json.loads(cli("ls", "--json").out)}.get("R"),
+               message="R's conversation id known")
+    assert cli("kill", "R").code == 0
+    result = cli("resume", "R")
+    assert result.code == 0, result.err
+    assert slugs(cli, "--group", "g") == ["R"]
+    pid = wait_until(lambda: {v["slug"]: v["pid"] for v in
+                              json.loads(cli("ls", "--json").out)}.get("R"))
+    argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    assert argv[argv.index("--append-system-prompt") + 1] == "Be exact."

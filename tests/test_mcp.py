@@ -308,3 +308,11 @@ def test_project_scope_writes_mcp_json(cli: Cli, tmp_path: Path,
     assert not (where / ".mcp.json.cbos-backup").exists()  # there was nothing to back up
     assert cli("mcp", "uninstall", "--scope", "project").code == 0
     assert json.loads((where / ".mcp.json").read_text()) == {"mcpServers": {}}
+
+
+def test_the_caller_comes_from_cbos_session_else_from_the_process_tree() -> None:
+    claudes = {4100: "AUTH", 4200: "DOCS"}
+    assert cbos_mcp.caller_of({"CBOS_SESSION": "DOCS"}, claudes, [4100]) == "DOCS"
+    assert cbos_mcp.caller_of({}, claudes, [5000, 4100, 1]) == "AUTH"
+    assert cbos_mcp.caller_of({"CBOS_SESSION": "bad name;"}, claudes, [4200]) == "DOCS"
+    assert cbos_mcp.caller_of({}, claudes, [5000]) is None

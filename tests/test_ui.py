@@ -700,3 +700,18 @@ def test_ws_runs_beside_the_loop_and_a_taken_port_is_one_line(
             other.stop()
     h.app.stop()  # shuts the server down
     assert h.app.server is None
+
+
+def test_the_loop_warns_when_claudes_login_expires_soon(
+        harness: Harness, private_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as time_mod
+
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    creds = private_home / ".claude" / ".credentials.json"
+    creds.parent.mkdir(exist_ok=True)
+    creds.write_text(json.dumps({"claudeAiOauth": {
+        "accessToken": "secret", "expiresAt": int((time_mod.time() + 7200) * 1000)}}))
+    harness.app.start()
+    text = harness.wait(lambda t: "login expires in" in t, "the expiry warning")
+    assert "secret" not in text
