@@ -141,6 +141,26 @@ def ssh_argv(config: Config, host: HostConfig, remote: Sequence[str], tty: bool 
     ]
 
 
+def run_remote(config: Config, host: HostConfig, words: Sequence[str]) -> str:
+    """Run the remote cbos with fixed, checked ``words`` (no text): its stdout, or
+    CbosError with its error (or ssh's, in words)."""
+    argv = ssh_argv(config, host, words)
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          check=False)
+    if done.returncode == 0:
+        return done.stdout
+    if done.returncode == 255 or done.returncode == 127:
+        raise CbosError(explain(host, done.returncode, done.stderr))
+    text = done.stderr.strip().splitlines()
+    raise CbosError(f"{host.name}: {text[-1].removeprefix('cbos: ') if text else 'failed'}")
+
+
+def exec_remote(config: Config, host: HostConfig, words: Sequence[str]) -> None:
+    """Become ``ssh -t HOST COMMAND WORDS...`` (an interactive terminal there)."""
+    argv = ssh_argv(config, host, words, tty=True)
+    os.execvp(argv[0], argv)
+
+
 def stop_master(config: Config, host: HostConfig) -> None:
     """End cbos's shared connection to ``host`` (`ssh -O exit`), if there is one."""
     argv = ssh_argv(config, host, [])

@@ -226,6 +226,10 @@ def test_remote_sessions_are_driven_by_name(
 
     chat = cli("chat", "box1:RED", "SAY chatted over ssh", "--timeout", "60")
     assert chat.code == 0 and chat.out.strip() == "chatted over ssh", chat
+    history = wait_until(lambda: "chatted over ssh" in cli("history", "box1:RED").out,
+                         timeout=20, message="the remote history")
+    assert history
+    assert "no session named" in cli("history", "box1:NOPE").err
     assert cli("interrupt", "box1:RED").code == 0
     unknown = cli("send", "box1:NOPE", "hi")
     assert unknown.code == 2 and "no session named 'NOPE' on box1" in unknown.err

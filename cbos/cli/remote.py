@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cbos.cli.context import Context, Remotes
@@ -24,6 +21,7 @@ from cbos.errors import CbosError, UsageError
 
 if TYPE_CHECKING:
     from cbos.cli.context import Subparsers
+    from cbos.config import HostConfig
 
 _SGR = re.compile(r"\x1b\[[0-9;:]*m")
 
@@ -179,48 +177,40 @@ def chat(args: argparse.Namespace, ctx: Context, text: str) -> int:
     return 0
 
 
-def _remote_argv(ctx: Context, name: str, words: Sequence[str], tty: bool) -> list[str]:
+def _where(ctx: Context, name: str) -> tuple[HostConfig, str]:
     from cbos import hosts
 
     where = hosts.address(ctx.config, name)
     assert where.host is not None
-    return hosts.ssh_argv(ctx.config, where.host, [*words, where.slug], tty=tty)
+    return where.host, where.slug
 
 
 def history(args: argparse.Namespace, ctx: Context) -> int:
     """The remote cbos's own `history` (a fixed command line with a checked slug)."""
-    words = ["history"] + (["--full"] if args.full else []) + (["--json"] if args.json else [])
-    argv = _remote_argv(ctx, args.slug, words, tty=False)
-    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          check=False)
-    if done.returncode != 0:
-        from cbos import hosts
+    from cbos import hosts
 
-        host = hosts.address(ctx.config, args.slug).host
-        assert host is not None
-        message = done.stderr.strip().removeprefix("cbos: ")
-        raise CbosError(message if done.returncode != 255 else
-                        hosts.explain(host, done.returncode, done.stderr))
-    sys.stdout.write(done.stdout)
+    host, slug = _where(ctx, args.slug)
+    words = ["history"] + (["--full"] if args.full else []) + (["--json"] if args.json else [])
+    sys.stdout.write(hosts.run_remote(ctx.config, host, [*words, slug]))
     return 0
 
 
-def attach_argv(ctx: Context, name: str) -> list[str]:
-    """``ssh -t HOST COMMAND attach SLUG``: a terminal on the remote tmux's pane."""
-    return _remote_argv(ctx, name, ["attach"], tty=True)
-
-
 def attach(args: argparse.Namespace, ctx: Context) -> int:
+    """``ssh -t HOST COMMAND attach SLUG``: a new tmux window inside tmux, else this
+    terminal."""
+    from cbos import hosts
+
     with Remotes(ctx) as remotes:
         remotes.remote(args.slug)  # the session exists, before anything takes the terminal
-    argv = attach_argv(ctx, args.slug)
+    host, slug = _where(ctx, args.slug)
     if ctx.tmux.inside():
-        ctx.tmux.cmd("new-window", "-n", args.slug.replace(":", "-"), "--",
-                     *argv)
+        ctx.tmux.open_window(args.slug.replace(":", "-"),
+                             hosts.ssh_argv(ctx.config, host, ["attach", slug], tty=True))
         return 0
     if not sys.stdin.isatty():
         raise CbosError("attach needs a terminal; run it from an interactive shell")
-    os.execvp(argv[0], argv)
+    hosts.exec_remote(ctx.config, host, ["attach", slug])
+    return 0  # not reached
 
 
 # -- cbos hosts -------------------------------------------------------------------------------
