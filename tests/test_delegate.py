@@ -222,7 +222,7 @@ def test_plan_preset_returns_the_plan_and_declines_carrying_it_out(
                message="the plan dialog closed")
     screen = tmux.capture(sessions.find(tmux, config_mod.load(), "PL").pane.pane_id,
                           colours=False)
-    assert "User rejected Claude's plan" in screen
+    assert "Rejected Claude's plan" in screen
 
 
 def test_a_startup_dialog_is_reported_at_once_not_waited_out(

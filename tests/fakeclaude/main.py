@@ -24,7 +24,6 @@ Prompts are a script for the fake model (first word, then the argument):
     THINK n      a thinking spinner for n s      FAIL [code]  API error -> StopFailure
     EXIT n       SessionEnd(prompt_input_exit), exit status n
     STEPS n      n model messages in a row, each running Bash ``sleep 0.3``, then a reply
-    PLAN text    ExitPlanMode with ``text`` as the plan (blockers/plan-approval's dialog)
     /clear /compact /exit (/quit)                anything else: reply ``echo: <first line>``
 
 Environment knobs: FAKE_CLAUDE_SPEED (divides the delays that stand for model time),
@@ -573,28 +572,6 @@ class WriteDialog(Dialog):
             return Answer(self.ANSWERS[self.selected])
         if key == "<s-tab>":
             return Answer("yes_all")
-        if key == "<esc>":
-            return Answer("no")
-        self.move(key)
-        return None
-
-
-class PlanDialog(Dialog):
-    """blockers/plan-approval: ExitPlanMode asks to leave plan mode (numbered options)."""
-
-    waiting_for = "permission prompt"  # blockers/plan-approval/sessions.json
-
-    def __init__(self) -> None:
-        super().__init__(list(screens.PLAN_OPTIONS))
-
-    def lines(self, cols: int) -> list[str]:
-        return screens.plan_approval(cols, self.selected)
-
-    def key(self, key: str) -> Answer | None:
-        if key in ("1", "2"):
-            return Answer(("yes", "no")[int(key) - 1])
-        if key == "<enter>":
-            return Answer(("yes", "no")[self.selected])
         if key == "<esc>":
             return Answer("no")
         self.move(key)
@@ -1602,8 +1579,6 @@ class FakeClaude:
             return self._t_think(number)
         if word == "FAIL" and (number is not None or not arg):
             return self._t_fail(int(number) if number is not None else 400)
-        if word == "PLAN" and arg:
-            return self._t_plan(arg)
         if word == "STEPS" and number is not None:
             return self._t_steps(int(number))
         if word == "EXIT" and (number is not None or not arg):
@@ -1990,33 +1965,6 @@ class FakeClaude:
         reply = "done" if status == 0 else "done (tool error)"
         self._assistant(reply)
         self._stop(reply)
-
-    def _t_plan(self, plan: str) -> Script:
-        """blockers/plan-approval: ExitPlanMode with the plan; the PermissionRequest carries
-        an empty tool_input (as recorded); No or Esc rejects it and the turn ends quietly."""
-        yield Sleep(model_time(TOOL_CALL_S))
-        tool_id = tool_use_id()
-        tool_input: dict[str, object] = {"plan": plan}
-        self._tx_tool_use("ExitPlanMode", tool_input, tool_id)
-        block = self._add_block(["● Exit plan mode"])
-        reason = self._pre_tool("ExitPlanMode", {}, tool_id)
-        if reason is not None:
-            yield from self._blocked("ExitPlanMode", {}, tool_id, reason, block)
-            return
-        self._hook("PermissionRequest", self._payload("PermissionRequest", {
-            "tool_name": "ExitPlanMode", "tool_input": {}}, perm=True, effort=True))
-        answer = yield WaitDialog(PlanDialog())
-        if answer != "yes":
-            block.lines.append(f"{ELBOW}User rejected Claude's plan")
-            self._tx_tool_result(tool_id, "The user doesn't want to proceed with this tool "
-                                 "use. The tool use was rejected.", True)
-            self._end_quietly()
-            return
-        self.permission_mode = "default"
-        self._tx_tool_result(tool_id, "User has approved your plan.", False)
-        yield Sleep(model_time(AFTER_TOOL_S))
-        self._assistant("Plan approved.")
-        self._stop("Plan approved.")
 
     def _t_steps(self, count: int) -> Script:
         """A turn of ``count`` tool-using messages (what cbos delegate's --max-turns counts);
