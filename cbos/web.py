@@ -85,6 +85,11 @@ MAX_NAMES = 1000
 WAITING = (st.State.WAITING, st.State.PERMISSION)
 CONTEXT_PREFIXES = ("done: ", "from Claude's status file: ")
 OVERFLOW_REASON = "too slow: output queue overflowed; reconnect and resume with since"
+REMOTE_WARNING = (
+    "--allow-remote: whoever reaches this port with the token can type into Claude, and "
+    "plain ws:// and http:// carry the token and every screen unencrypted. Safer: keep "
+    "cbos on 127.0.0.1 and use an SSH tunnel (ssh -L 32205:127.0.0.1:32205 THIS-HOST) or a "
+    "private network (WireGuard, Tailscale)")
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -693,6 +698,15 @@ class WebServer:
             return f"{self.host}:{self.port}"
         host, port = self._server.socket.getsockname()[:2]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def page_url(self) -> str:
+        """The page's address with the token in its fragment: a fragment is never sent to
+        a server, so the token stays out of request lines, logs and Referers."""
+        host, _, port = self.address.rpartition(":")
+        bare = host.strip("[]")
+        if bare in ("0.0.0.0", "::"):  # every interface: name this machine
+            host = socket.gethostname()
+        return f"http://{host}:{port}/#token={self._token}"
 
     def shutdown(self) -> None:
         """Close every client (1001), cut the ones that do not go, stop; well under 5 s."""

@@ -608,6 +608,17 @@
       const slug = event.state && event.state.slug;
       select(slug && sessions.has(slug) ? slug : null, false);
     });
+    // An address with another token pasted into this tab changes only the fragment.
+    window.addEventListener("hashchange", () => {
+      const found = takeToken();
+      if (found && found !== token) {
+        if (ws) { const old = ws; ws = null; old.close(); }
+        sessions.clear();
+        select(null, false);
+        renderList();
+        unlock(found);
+      }
+    });
     history.replaceState(null, "", location.pathname + location.search);
     notifyState();
     setInterval(tick, 1000);
