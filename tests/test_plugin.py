@@ -27,12 +27,10 @@ import pytest
 from cbos import notify
 from cbos.statusline import LEASE_OPTION, STATUS_OPTION
 from cbos.tmux import Tmux
-from tests.conftest import CliResult
-from tests.waiting import wait_until
+from tests.support import Cli, start_session, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "tmux" / "cbos.tmux"
-Cli = Callable[..., CliResult]
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -351,21 +349,6 @@ def views(cli: Cli) -> dict[str, dict[str, object]]:
     return {v["slug"]: v for v in json.loads(result.out)}
 
 
-def start_session(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str) -> str:
-    """``cbos new``, then wait until claude shows its composer (typing before that is
-    lost); return the pane id."""
-    project = tmp_path / slug.lower()
-    project.mkdir()
-    result = cli("new", str(project), "--slug", slug)
-    assert result.code == 0, result.err
-    wait_until(lambda: views(cli)[slug]["state"] == "idle", timeout=15,
-               message=f"{slug} started")
-    pane = str(views(cli)[slug]["pane_id"])
-    wait_until(lambda: "❯\u00a0" in tmux.capture(pane, colours=False), timeout=15,
-               message=f"{slug} shows the composer")
-    return pane
-
-
 @pytest.fixture
 def quick_fake(quiet_fake: Path) -> None:
     """Fast dialogs and no idle notification (conftest's quiet_fake)."""
@@ -397,6 +380,16 @@ def test_status_is_empty_once_no_session_needs_anything(
         attach: Callable[..., Client]) -> None:
     """`cbos status` ran and printed nothing: tmux shows ``<>`` before its first job too,
     so the line must first show counts from it, then go empty when they go."""
+    client = one_waiting_session_on_the_status_line(srv, cli, tmp_path, attach)
+    wait_until(lambda: "<● 1>" in client.output, timeout=15, message="the count")
+    seen = len(client.output)
+    assert cli("kill", "DONE").code == 0
+    wait_until(lambda: "<>" in client.output[seen:], timeout=15, message="an empty status")
+
+
+def one_waiting_session_on_the_status_line(srv: Server, cli: Cli, tmp_path: Path,
+                                           attach: Callable[..., Client]) -> Client:
+    """DONE waiting; ``<#{cbos_status}>`` on the right, redrawn every second; a client."""
     start_session(cli, srv.tmux, tmp_path, "DONE")
     assert cli("send", "DONE", "SAY all good").code == 0
     wait_until(lambda: views(cli)["DONE"]["state"] == "waiting", timeout=15,
@@ -404,11 +397,7 @@ def test_status_is_empty_once_no_session_needs_anything(
     srv.run("set-option", "-g", "status-interval", "1")
     srv.run("set-option", "-g", "status-right", "<#{cbos_status}>")
     srv.load()
-    client = attach(srv.socket, "home")
-    wait_until(lambda: "<● 1>" in client.output, timeout=15, message="the count")
-    seen = len(client.output)
-    assert cli("kill", "DONE").code == 0
-    wait_until(lambda: "<>" in client.output[seen:], timeout=15, message="an empty status")
+    return attach(srv.socket, "home")
 
 
 def fake_cbos_status(tmp_path: Path, srv: Server, words: str) -> Path:
@@ -434,14 +423,7 @@ def test_a_running_engine_publishes_the_line_and_hands_it_back(
     from tests.test_notify import pump
 
     runs = fake_cbos_status(tmp_path, srv, "FALLBACK")
-    start_session(cli, srv.tmux, tmp_path, "DONE")
-    assert cli("send", "DONE", "SAY all good").code == 0
-    wait_until(lambda: views(cli)["DONE"]["state"] == "waiting", timeout=15,
-               message="DONE is waiting")
-    srv.run("set-option", "-g", "status-interval", "1")
-    srv.run("set-option", "-g", "status-right", "<#{cbos_status}>")
-    srv.load()
-    client = attach(srv.socket, "home")
+    client = one_waiting_session_on_the_status_line(srv, cli, tmp_path, attach)
     wait_until(lambda: "<FALLBACK>" in client.output, timeout=15, message="cbos status")
     engine = Engine(config_mod.load(), srv.tmux, notify=False)
     try:
