@@ -28,11 +28,9 @@ from cbos import config as config_mod
 from cbos import page as page_mod
 from cbos import state as st
 from cbos.tmux import Tmux
-from tests.conftest import CliResult
-from tests.test_web import Harness, client, greeted, new_session, prompts, raw_status
-from tests.waiting import wait_until
+from tests.support import Cli, prompts, wait_until
+from tests.test_web import Harness, client, greeted, new_session, raw_status
 
-Cli = Callable[..., CliResult]
 PAGE_DIR = Path(page_mod.__file__).parent
 
 
