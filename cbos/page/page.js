@@ -534,7 +534,6 @@
     }
     const on = storage("get", NOTIFY_KEY) === "on" && Notification.permission === "granted";
     button.setAttribute("aria-pressed", String(on));
-    button.textContent = on ? "🔔" : "🔕";
     button.title = on ? "Notifications on: tap to turn off"
       : Notification.permission === "denied" ? "Notifications are blocked in the browser's settings"
         : "Notify me when a session waits or asks";
