@@ -33,6 +33,7 @@ from pathlib import Path
 
 from cbos import hooks
 from cbos.config import Config
+from cbos.events import read_recent
 
 ENV = {"CBOS_SESSION": "bench", "TMUX_PANE": "%7", "CLAUDE_PID": "4242"}
 
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             payload = payload_of(size)
             events.write_bytes(b"")
             spawn(hooks.hook_command(config), payload, env)
-            recorded = hooks.read_recent(config, 2 * len(payload) + 4096)
+            recorded = read_recent(config, 2 * len(payload) + 4096)
             if [dict(e.payload) for e in recorded] != [json.loads(payload)]:
                 print("cbos hook did not record the event", file=sys.stderr)
                 return 1

@@ -27,9 +27,8 @@ from cbos import config as config_mod
 from cbos.core import Gathered
 from cbos.engine import Engine
 from cbos.model import Snapshot
+from cbos.panes import Pane, PaneSession
 from cbos.procs import Proc, ProcTable
-from cbos.sessions import Session
-from cbos.tmux import Pane
 
 
 def pane(n: int) -> Pane:
@@ -70,7 +69,7 @@ def run_cbos(sessions: int, events: int) -> list[float]:
     for n in range(sessions):
         claude = Proc(100_000 + n, 1, "claude", ("claude",), time.time() - 60, "sleeping")
         table.procs[claude.pid] = claude
-        found.append(Session(f"S{n}", pane(n), claude, adopted=False))
+        found.append(PaneSession(f"S{n}", pane(n), claude, adopted=False))
     engine.core.apply(Gathered(found, table, {}, True))
     engine.publish()
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,23 +33,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import inotify_simple
-
 from cbos import config as config_mod
 from cbos import delegation, hooks, registry, sessions, transcript
-from cbos.core import BACKLOG_BYTES, Core
+from cbos.core import Core
 from cbos.errors import CbosError, NotFoundError, RefusedError, TmuxError, UsageError
-from cbos.hooks import HookEvent
+from cbos.events import HookEvent, read_recent
 from cbos.model import SessionView
 from cbos.state import EXITING, State
 from cbos.tmux import Tmux
+from cbos.waiting import FALLBACK_REFRESH, Wakeups, wait_for
 
 COMPOSER = "❯\u00a0"  # Claude's empty prompt line: the mark, then a NO-BREAK SPACE
-FALLBACK_REFRESH = 2.0  # look at tmux and the processes at least this often while waiting
 READY_TIMEOUT = 60.0
 READY_POLL = 0.1
-_STATUS_MASK = (inotify_simple.flags.CLOSE_WRITE | inotify_simple.flags.MOVED_TO
-                | inotify_simple.flags.DELETE | inotify_simple.flags.CREATE)
 
 
 class WaitTimeout(CbosError):
@@ -77,7 +72,9 @@ class TurnFailed(CbosError):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class TurnOutcome:
+    """How the turn our prompt started ended (or why it cannot be followed)."""
+
     kind: str  # reply, failed, permission, exited, interrupted
     text: str = ""  # the reply, or what went wrong
     event: HookEvent | None = None
@@ -90,7 +87,7 @@ class TurnWatch:
     pane: str
     claude_pid: int | None = None
     started: HookEvent | None = None  # our UserPromptSubmit
-    outcome: Outcome | None = None
+    outcome: TurnOutcome | None = None
 
     @property
     def prompt_id(self) -> str:
@@ -121,7 +118,7 @@ def follow(watch: TurnWatch, event: HookEvent) -> TurnWatch:
     agent = payload.get("agent_id")
     if event.name == "SessionEnd" and payload.get("reason") != "clear":
         reason = payload.get("reason") or "other"
-        return replace(watch, outcome=Outcome("exited", f"claude exited ({reason})", event))
+        return replace(watch, outcome=TurnOutcome("exited", f"claude exited ({reason})", event))
     if watch.started is None:
         prompt = payload.get("prompt")
         if (event.name == "UserPromptSubmit" and not agent and isinstance(prompt, str)
@@ -132,19 +129,19 @@ def follow(watch: TurnWatch, event: HookEvent) -> TurnWatch:
         return watch
     if event.name == "Stop" and not agent:
         text = payload.get("last_assistant_message")
-        return replace(watch, outcome=Outcome("reply", text if isinstance(text, str) else "",
-                                              event))
+        reply = text if isinstance(text, str) else ""
+        return replace(watch, outcome=TurnOutcome("reply", reply, event))
     if event.name == "StopFailure":
         error = payload.get("error") or "unknown"
         text = payload.get("last_assistant_message")
         detail = f": {text}" if isinstance(text, str) and text else ""
-        return replace(watch, outcome=Outcome("failed", f"API error {error}{detail}", event))
+        return replace(watch, outcome=TurnOutcome("failed", f"API error {error}{detail}", event))
     if event.name == "PermissionRequest":
-        return replace(watch, outcome=Outcome("permission", _asks(payload), event))
+        return replace(watch, outcome=TurnOutcome("permission", _asks(payload), event))
     if event.name == "Notification" and payload.get("notification_type") in (
             "permission_prompt", "agent_needs_input"):
         message = payload.get("message") or "needs your permission"
-        return replace(watch, outcome=Outcome("permission", str(message), event))
+        return replace(watch, outcome=TurnOutcome("permission", str(message), event))
     return watch
 
 
@@ -171,11 +168,11 @@ def judge(watch: TurnWatch, view: SessionView | None) -> TurnWatch:
         return watch
     if view is None or view.state is State.EXITED or view.pid is None:
         reason = view.reason if view is not None else "its tmux pane is gone"
-        return replace(watch, outcome=Outcome("exited", reason))
+        return replace(watch, outcome=TurnOutcome("exited", reason))
     if view.state is State.PERMISSION:
-        return replace(watch, outcome=Outcome("permission", view.reason))
+        return replace(watch, outcome=TurnOutcome("permission", view.reason))
     if watch.started is not None and view.state in (State.WAITING, State.IDLE):
-        return replace(watch, outcome=Outcome("interrupted", view.reason))
+        return replace(watch, outcome=TurnOutcome("interrupted", view.reason))
     return watch
 
 
@@ -214,43 +211,6 @@ class ChatResult:
                 "usage": self.usage.to_json() if self.usage is not None else None}
 
 
-class _Wakeups:
-    """The events-file tail plus an inotify watch on Claude's status-file directory, where
-    only the watched claude's own file (``<pid>.json``) counts as a change."""
-
-    def __init__(self, config: config_mod.Config, status_dir: Path) -> None:
-        self.events = hooks.Events(config)
-        self.status = inotify_simple.INotify(nonblocking=True)
-        with contextlib.suppress(OSError):  # no status dir yet: the fallback refresh
-            self.status.add_watch(str(status_dir), _STATUS_MASK)
-        self.status_name = ""  # set once the claude to watch is known
-        self.status_changed = False
-
-    def read(self) -> list[HookEvent]:
-        fresh = self.events.read()
-        while self.events.pending:
-            fresh += self.events.read()
-        return fresh
-
-    def wait(self, seconds: float) -> None:
-        fds = [self.events.fileno(), self.status.fileno()]
-        ready, _, _ = select.select(fds, [], [], max(seconds, 0.0))
-        if self.status.fileno() in ready:
-            names = {event.name for event in self.status.read(timeout=0)}
-            self.status_changed |= self.status_name in names
-
-    def close(self) -> None:
-        self.events.close()
-        with contextlib.suppress(OSError, ValueError):
-            self.status.close()
-
-    def __enter__(self) -> _Wakeups:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def reports_hooks(config: config_mod.Config, core: Core, slug: str) -> bool:
     """Whether this claude sends cbos its hook events (chat cannot see a reply otherwise)."""
     session = core.session(slug)
@@ -278,8 +238,8 @@ def chat(config: config_mod.Config, tmux: Tmux, slug: str, text: str, timeout: f
         raise UsageError("the prompt is empty; give the text to send")
     deadline = clock() + timeout
     core = Core(config, tmux)
-    with _Wakeups(config, core.status_dir) as wake:
-        core.refresh(lambda: wake.events.backlog(BACKLOG_BYTES))
+    with Wakeups(config, core.status_dir) as wake:
+        core.refresh(lambda: wake.events.backlog())
         session = core.session(slug)
         view = core.view(slug)
         problem = chat_blocker(view)
@@ -300,17 +260,17 @@ def chat(config: config_mod.Config, tmux: Tmux, slug: str, text: str, timeout: f
                   else None)
         offset = _size(before)
         core.board.apply_events(wake.read())  # what came before the send is not ours
-        wake.status_name = f"{view.pid}.json"
+        status_file = f"{view.pid}.json"  # only the watched claude's own counts
         start = clock()
         core.send_to(session.pane.pane_id, slug, view, text)
         watch = TurnWatch(pane=session.pane.pane_id, claude_pid=view.pid)
         last_refresh = clock()
         while True:
-            refresh = wake.status_changed or clock() - last_refresh >= FALLBACK_REFRESH
+            refresh = status_file in wake.changed or clock() - last_refresh >= FALLBACK_REFRESH
             if refresh:
                 # Status files first, events second: Claude writes a hook's event before it
                 # updates its status file, so an "idle" seen here has its Stop read below.
-                wake.status_changed = False
+                wake.changed.clear()
                 core.refresh()
                 last_refresh = clock()
             fresh = wake.read()
@@ -460,7 +420,7 @@ def _loaded(config: config_mod.Config, tmux: Tmux) -> tuple[Core, list[HookEvent
     events: list[HookEvent] = []
 
     def read() -> list[HookEvent]:
-        events.extend(hooks.read_recent(config, BACKLOG_BYTES))
+        events.extend(read_recent(config))
         return events
 
     core.refresh(read)  # status files first, then events (Core.load says why)
@@ -662,43 +622,39 @@ def run_turn(config: config_mod.Config, tmux: Tmux, slug: str, text: str,
     start = started if started is not None else clock()
     deadline = clock() + limits.timeout
     core = Core(config, tmux)
-    growth = delegation.Growth()
-    try:
-        with _Wakeups(config, core.status_dir) as wake:
-            core.refresh(lambda: wake.events.backlog(BACKLOG_BYTES))
-            session = core.session(slug)
-            view = core.view(slug)
-            problem = chat_blocker(view)
-            if problem is not None:
-                raise RefusedError(problem)
-            if view.state is State.IDLE:
-                late = wait_composer(tmux, {slug: session.pane.pane_id},
-                                     min(max(deadline - clock(), 0.0), READY_TIMEOUT))
-                if late:
-                    raise RefusedError(f"{slug} is not ready for a prompt: {late[slug]}")
-            if not reports_hooks(config, core, slug):
-                raise RefusedError(f"{slug} does not report hook events to cbos, so its "
-                                   "limits cannot be held; run `cbos hooks install`")
-            turn = _LimitedTurn(slug, record, delegation.Tally(),
-                                TurnWatch(pane=session.pane.pane_id, claude_pid=view.pid),
-                                session_id=view.claude_session_id or record.session_id)
-            if turn.session_id:
-                turn.tally.path = transcript.find(turn.session_id)
-            if turn.tally.path is not None:
-                growth.watch(turn.tally.path)
-                turn.tally.update()
-            if _over_limits(turn):  # a continue already over its limits sends nothing
-                return _delegation_result(turn, start, clock)
-            core.board.apply_events(wake.read())  # what came before the send is not ours
-            wake.status_name = f"{view.pid}.json"
-            core.send_to(session.pane.pane_id, slug, view, text)
-            _follow_limited(core, wake, growth, turn, deadline, clock)
-            if turn.session_id and turn.session_id != record.session_id:
-                delegation.save_record(config, slug,
-                                       replace(record, session_id=turn.session_id))
+    with Wakeups(config, core.status_dir) as wake:
+        core.refresh(wake.events.backlog)
+        session = core.session(slug)
+        view = core.view(slug)
+        problem = chat_blocker(view)
+        if problem is not None:
+            raise RefusedError(problem)
+        if view.state is State.IDLE:
+            late = wait_composer(tmux, {slug: session.pane.pane_id},
+                                 min(max(deadline - clock(), 0.0), READY_TIMEOUT))
+            if late:
+                raise RefusedError(f"{slug} is not ready for a prompt: {late[slug]}")
+        if not reports_hooks(config, core, slug):
+            raise RefusedError(f"{slug} does not report hook events to cbos, so its "
+                               "limits cannot be held; run `cbos hooks install`")
+        turn = _LimitedTurn(slug, record, delegation.Tally(),
+                            TurnWatch(pane=session.pane.pane_id, claude_pid=view.pid),
+                            session_id=view.claude_session_id or record.session_id)
+        if turn.session_id:
+            turn.tally.path = transcript.find(turn.session_id)
+        if turn.tally.path is not None:
+            wake.watch_file(turn.tally.path)
+            turn.tally.update()
+        if _over_limits(turn):  # a continue already over its limits sends nothing
             return _delegation_result(turn, start, clock)
-    finally:
-        growth.close()
+        core.board.apply_events(wake.read())  # what came before the send is not ours
+        status_file = f"{view.pid}.json"  # only the watched claude's own counts
+        core.send_to(session.pane.pane_id, slug, view, text)
+        _follow_limited(core, wake, status_file, turn, deadline, clock)
+        if turn.session_id and turn.session_id != record.session_id:
+            delegation.save_record(config, slug,
+                                   replace(record, session_id=turn.session_id))
+        return _delegation_result(turn, start, clock)
 
 
 def _over_limits(turn: _LimitedTurn) -> bool:
@@ -712,14 +668,14 @@ def _over_limits(turn: _LimitedTurn) -> bool:
     return True
 
 
-def _follow_limited(core: Core, wake: _Wakeups, growth: delegation.Growth, turn: _LimitedTurn,
+def _follow_limited(core: Core, wake: Wakeups, status_file: str, turn: _LimitedTurn,
                     deadline: float, clock: Callable[[], float]) -> None:
     pane = turn.watch.pane
     last_refresh = clock()
     while True:
-        refresh = wake.status_changed or clock() - last_refresh >= FALLBACK_REFRESH
+        refresh = status_file in wake.changed or clock() - last_refresh >= FALLBACK_REFRESH
         if refresh:
-            wake.status_changed = False
+            wake.changed.clear()
             core.refresh()
             last_refresh = clock()
         fresh = wake.read()
@@ -730,7 +686,7 @@ def _follow_limited(core: Core, wake: _Wakeups, growth: delegation.Growth, turn:
             found = delegation.transcript_of(fresh, pane)
             if found is not None:
                 turn.tally.path = found
-                growth.watch(found)
+                wake.watch_file(found)
         if turn.watch.started is not None and turn.watch.started.session_id:
             turn.session_id = turn.watch.started.session_id
         turn.tally.update()
@@ -752,19 +708,7 @@ def _follow_limited(core: Core, wake: _Wakeups, growth: delegation.Growth, turn:
             turn.reply = turn.tally.text
             _stop_turn(core, turn)
             return
-        ready = _select_limited(wake, growth, min(deadline - now,
-                                                  FALLBACK_REFRESH - (now - last_refresh)))
-        if growth.fileno() in ready:
-            growth.drain()
-
-
-def _select_limited(wake: _Wakeups, growth: delegation.Growth, seconds: float) -> list[int]:
-    fds = [wake.events.fileno(), wake.status.fileno(), growth.fileno()]
-    ready, _, _ = select.select(fds, [], [], max(seconds, 0.0))
-    if wake.status.fileno() in ready:
-        names = {event.name for event in wake.status.read(timeout=0)}
-        wake.status_changed |= wake.status_name in names
-    return ready
+        wake.wait(min(deadline - now, FALLBACK_REFRESH - (now - last_refresh)))
 
 
 def _stop_turn(core: Core, turn: _LimitedTurn) -> None:
@@ -792,7 +736,7 @@ def _settle(core: Core, turn: _LimitedTurn) -> None:
                             }.get(outcome.kind, "the turn failed") + f": {outcome.text}")
 
 
-def _beyond_preset(core: Core, turn: _LimitedTurn, outcome: Outcome) -> None:
+def _beyond_preset(core: Core, turn: _LimitedTurn, outcome: TurnOutcome) -> None:
     payload = outcome.event.payload if outcome.event is not None else {}
     tool_input = payload.get("tool_input")
     if (turn.record.preset == "plan" and payload.get("tool_name") == "ExitPlanMode"
@@ -982,10 +926,8 @@ class Session:
              timeout: float | None = None) -> SessionView:
         """Block until the session is in one of ``states``; raises WaitTimeout, or CbosError
         when claude exits first."""
-        from cbos import waiting
-
         wanted = _states(states)
-        reached = waiting.wait_for(self.cbos.core(), self.slug, wanted, timeout)
+        reached = wait_for(Core(self.cbos.config, self.cbos.tmux), self.slug, wanted, timeout)
         if reached is None:
             raise WaitTimeout(f"{self.slug} did not reach {','.join(sorted(wanted))} within "
                               f"{timeout:g}s")
@@ -1017,7 +959,8 @@ class Session:
     def usage(self) -> dict[str, Any]:
         """Tokens and cost so far, and the claude process tree's memory and CPU."""
         core = self.cbos.core()
-        return transcript.usage_for(core.view(self.slug), core.board.procs)
+        view = core.view(self.slug)
+        return transcript.usage_for(view.claude_session_id, view.pid, core.board.procs)
 
 
 class Group:
@@ -1048,7 +991,8 @@ class Group:
             view = snapshot.get(slug)
             if view is not None:
                 found[slug] = {**view.to_json(),
-                               "usage": transcript.usage_for(view, core.board.procs)}
+                               "usage": transcript.usage_for(view.claude_session_id, view.pid,
+                                                                 core.board.procs)}
         return found
 
     def stop_all(self) -> list[str]:

@@ -26,7 +26,7 @@ from cbos.engine import ACT, SCAN, Engine, Outcome
 from cbos.errors import CbosError
 from cbos.logs import Chunk
 from cbos.model import Snapshot
-from cbos.tmux import Pane
+from cbos.panes import Pane
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

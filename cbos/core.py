@@ -17,13 +17,12 @@ from cbos import state as st
 from cbos.config import Config
 from cbos.dialog import Dialog, answer_keys, parse_dialog
 from cbos.errors import RefusedError, TmuxError
-from cbos.hooks import HookEvent
+from cbos.events import HookEvent, read_recent
 from cbos.model import Board, SessionView, Snapshot, read_status_files
+from cbos.panes import PaneSession
 from cbos.procs import ProcTable
-from cbos.sessions import Session
 from cbos.tmux import Tmux
 
-BACKLOG_BYTES = 2 << 20  # the newest turns of every pane; each CLI call pays ~30 ms per MB
 DIALOG_GRACE = 1.0  # Claude's dialogs ignore keys for about a second after they open
 
 
@@ -31,7 +30,7 @@ DIALOG_GRACE = 1.0  # Claude's dialogs ignore keys for about a second after they
 class Gathered:
     """What one refresh read from tmux, the process table and Claude's status files."""
 
-    sessions: list[Session]
+    sessions: list[PaneSession]
     procs: ProcTable
     status_files: dict[int, st.StatusFile]
     tmux_up: bool
@@ -53,7 +52,7 @@ class Core:
         # the status file read before them (the other order shows a status change the
         # events do not explain yet, e.g. "waiting" without its PermissionRequest).
         gathered = self.gather()
-        self.board.apply_events(hooks.read_recent(self.config, BACKLOG_BYTES))
+        self.board.apply_events(read_recent(self.config))
         self.apply(gathered)
         self.read_dialogs()
         return self
@@ -95,7 +94,7 @@ class Core:
         self.board.tmux_up = gathered.tmux_up
         self.board.set_sessions(gathered.sessions, gathered.procs, gathered.status_files)
         if remember:
-            registry.sync(self.config, self.board)
+            registry.remember(self.config, self.board.conversations())
 
     def read_dialogs(self, only: Sequence[str] | None = None) -> None:
         """Read the dialog off the screen of sessions that (may) show one.
@@ -121,7 +120,7 @@ class Core:
     def snapshot(self) -> Snapshot:
         return self.board.snapshot()
 
-    def session(self, slug: str) -> Session:
+    def session(self, slug: str) -> PaneSession:
         return sessions.resolve(list(self.board.sessions.values()), slug)
 
     def view(self, slug: str) -> SessionView:
@@ -172,14 +171,14 @@ class Core:
         self.tmux.send_keys(pane_id, keys, slug)
         return dialog
 
-    def kill(self, slug: str) -> Session:
+    def kill(self, slug: str) -> PaneSession:
         session = self.session(slug)
         self.tmux.kill(session.pane)
         return session
 
     def create(self, path: Path, slug: str | None = None,
                extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None,
-               ) -> Session:
+               ) -> PaneSession:
         """Start a session; it gets cbos's hooks through --settings unless they are global.
 
         The session's path, arguments and environment are remembered for `cbos resume`.

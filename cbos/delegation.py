@@ -32,12 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import inotify_simple
-
 from cbos import config as config_mod
 from cbos import sessions, transcript
 from cbos.errors import RefusedError, UsageError
-from cbos.hooks import HookEvent
+from cbos.events import HookEvent
 
 STATUSES = ("done", "over_budget", "max_turns", "denied", "needs_permission", "timeout",
             "failed")
@@ -354,31 +352,6 @@ def system_prompt_args(text: str | None) -> list[str]:
         raise UsageError(f"the system prompt is {size} bytes; at most {MAX_SYSTEM_PROMPT} "
                          "fit on claude's command line through tmux: shorten it")
     return ["--append-system-prompt", sessions.check_text(text)]
-
-
-class Growth:
-    """An inotify watch on the transcript, so cost and turns are checked as it grows."""
-
-    def __init__(self) -> None:
-        self.notify = inotify_simple.INotify(nonblocking=True)
-        self.path: Path | None = None
-
-    def watch(self, path: Path) -> None:
-        if self.path == path:
-            return
-        self.path = path
-        with contextlib.suppress(OSError):
-            self.notify.add_watch(str(path), inotify_simple.flags.MODIFY)
-
-    def fileno(self) -> int:
-        return int(self.notify.fileno())
-
-    def drain(self) -> None:
-        self.notify.read(timeout=0)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.notify.close()
 
 
 def transcript_of(events: Iterable[HookEvent], pane: str) -> Path | None:

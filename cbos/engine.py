@@ -28,13 +28,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from cbos import hooks, logs, registry, statusline
+from cbos import logs, registry, statusline
 from cbos import state as st
 from cbos.config import Config
-from cbos.core import BACKLOG_BYTES, Core, Gathered
+from cbos.core import Core, Gathered
 from cbos.errors import CbosError, RefusedError
+from cbos.events import Events
 from cbos.model import SessionView, Snapshot
-from cbos.sessions import Session
+from cbos.panes import PaneSession
 from cbos.tmux import Tmux
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class Engine:
         self.tail = logs.Tail(config.stream_dir, max_buffer=config.max_buffer_size,
                               max_file_bytes=config.log_max_bytes, rearm=self._rearm,
                               read_budget=READ_ROUND)
-        self.events = hooks.Events(config)
+        self.events = Events(config)
         self._lanes = {lane: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cbos-{lane}")
                        for lane in (ACT, SCREEN, LOOK, SCAN)}
         self._done: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -95,7 +96,6 @@ class Engine:
         self.snapshot_listeners: list[SnapshotListener] = []
         self.output_listeners: list[OutputListener] = []
         self.error_listeners: list[Callable[[str], None]] = []
-        self.soon: list[Callable[[], None]] = []  # work to redo on the next pass
         self._status_line_on = status_line
         self._status_line: str | None = None  # as last published
         self._status_renew_at = 0.0
@@ -127,7 +127,7 @@ class Engine:
 
             Notifier(self.core.tmux, self).start()
         gathered = self.core.gather()  # status files before events: see Core.load
-        self.core.board.apply_events(self.events.backlog(BACKLOG_BYTES))
+        self.core.board.apply_events(self.events.backlog())
         self.core.apply(gathered, remember=False)
         self.remember()
         self._last_refresh = time.monotonic()
@@ -271,7 +271,7 @@ class Engine:
     def remember(self) -> None:
         """Record new conversation ids for `cbos resume` (a locked, fsynced write: on the
         LOOK lane, from what the board says now)."""
-        config, seen = self.config, registry.observed(self.core.board)
+        config, seen = self.config, self.core.board.conversations()
         if seen:
             self.run(lambda: registry.remember(config, seen))
 
@@ -359,7 +359,7 @@ class Engine:
     # -- actions (validated here, carried out on the worker) ---------------------------------
 
     def _target(self, slug: str, done: Callable[[Outcome], None] | None,
-                ) -> tuple[Session, SessionView] | None:
+                ) -> tuple[PaneSession, SessionView] | None:
         """The session and its view for an action, or None after telling ``done`` why."""
         try:
             session = self.core.session(slug)

@@ -1,25 +1,43 @@
-"""`cbos tail -f`: follow a session's output, raw or rendered, woken by inotify."""
+"""`cbos tail -f`: follow a session's output, raw or rendered, woken by inotify.
+
+Both start the live read first and take the snapshot after it (the backlog up to the
+offset where the live read begins; the screen once the tail is watching), so nothing the
+pane writes while the command starts falls between the two.
+"""
 
 from __future__ import annotations
 
 import difflib
 import select
+import threading
 import time
 from collections.abc import Sequence
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from cbos import logs
 from cbos.config import Config
 from cbos.tmux import Tmux
 
 MIN_INTERVAL = 0.1  # rendered mode re-reads the screen at most ten times a second
+SHOWN_BYTES = 1 << 20  # the most of the log printed before the last lines are cut
 
 
-def raw(config: Config, slug: str, out: BinaryIO) -> None:
-    """Copy new bytes of the session's log to ``out`` as they land, until interrupted."""
-    with logs.Tail(config.stream_dir, max_buffer=config.max_buffer_size, prefill=False) as tail:
-        while True:
-            select.select([tail.fileno()], [], [], 1.0)
+def last_lines(data: bytes, lines: int | None) -> bytes:
+    """The last ``lines`` lines of ``data`` (all of it for None)."""
+    return data if lines is None else b"".join(data.splitlines(keepends=True)[-lines:])
+
+
+def raw(config: Config, slug: str, out: BinaryIO, lines: int | None,
+        stop: threading.Event | None = None) -> None:
+    """Print the end of the session's log, then copy new bytes to ``out`` as they land,
+    until interrupted (or ``stop`` is set)."""
+    with logs.Tail(config.stream_dir, max_buffer=0, prefill=False) as tail:
+        end = tail.offset(slug)
+        data, _, _ = tail.read_since(slug, max(0, end - SHOWN_BYTES))
+        out.write(last_lines(data, lines))
+        out.flush()
+        while stop is None or not stop.is_set():
+            select.select([tail.fileno()], [], [], 1.0 if stop is None else 0.1)
             for chunk in tail.read() + tail.rescan():
                 if chunk.slug == slug:
                     out.write(chunk.raw)
@@ -40,16 +58,18 @@ def new_lines(previous: Sequence[str], current: Sequence[str]) -> list[str]:
     return fresh
 
 
-def rendered(config: Config, tmux: Tmux, slug: str, pane_id: str, shown: list[str],
-             colours: bool) -> None:
-    """Print what changes on the session's screen, whenever its log moves."""
-    previous = shown
+def rendered(config: Config, tmux: Tmux, slug: str, pane_id: str, colours: bool,
+             lines: int | None, out: TextIO, stop: threading.Event | None = None) -> None:
+    """Print the session's screen, then what changes on it whenever its log moves."""
     last = 0.0
     dirty = False  # the log moved since the screen was last read
-    with logs.Tail(config.stream_dir, max_buffer=config.max_buffer_size, prefill=False) as tail:
-        while True:
+    with logs.Tail(config.stream_dir, max_buffer=0, prefill=False) as tail:
+        previous = tmux.capture(pane_id, colours=colours, lines=lines).splitlines()
+        print("\n".join(previous), file=out, flush=True)
+        while stop is None or not stop.is_set():
             timeout = max(0.0, MIN_INTERVAL - (time.monotonic() - last)) if dirty else 1.0
-            select.select([tail.fileno()], [], [], timeout)
+            select.select([tail.fileno()], [], [], timeout if stop is None else
+                          min(timeout, 0.1))
             if any(c.slug == slug for c in tail.read() + tail.rescan()):
                 dirty = True
             if not dirty or time.monotonic() - last < MIN_INTERVAL:
@@ -57,5 +77,5 @@ def rendered(config: Config, tmux: Tmux, slug: str, pane_id: str, shown: list[st
             dirty, last = False, time.monotonic()
             current = tmux.capture(pane_id, colours=colours).splitlines()
             for line in new_lines(previous, current):
-                print(line, flush=True)
+                print(line, file=out, flush=True)
             previous = current

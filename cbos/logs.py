@@ -1,9 +1,9 @@
 """Inotify tails of the pane logs: logical offsets, partial UTF-8, truncation, rotation, caps.
 
 Each session's pane output is appended to ``<dir>/SLUG.log`` by ``tee`` (tmux pipe-pane).
-One inotify instance watches the directory. An event is only a wake-up (events merge, the
-queue overflows, deleting an open file says little): every touched file is re-checked by
-inode and size against the saved offset, as ``tail -F`` does.
+One inotify watch (:mod:`cbos.watch`) covers the directory; each log is a
+:class:`cbos.watch.Follow`, which re-checks the file's inode and size on every wake-up, as
+``tail -F`` does, and follows a file that left its path until its writer is done.
 
 Offsets are *logical*: byte ``n`` of a session's stream keeps its number across truncation,
 rotation and re-armed pipes, so a client can resume with ``since=n``. The logical offset of
@@ -17,8 +17,6 @@ budget, and a caller learns from :attr:`Tail.pending` that it should call again 
 from __future__ import annotations
 
 import codecs
-import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -31,23 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inotify_simple import INotify
-from inotify_simple import flags as inflags
-
 from cbos.procs import ProcTable
+from cbos.watch import Follow, Ident, Inode, Seen, Watch, ident, is_at, stat_file
 
 log = logging.getLogger(__name__)
 
-GRACE = 1.0
-"""Seconds a replaced (rotated, deleted) inode is still followed after it last grew, when its
-writer is not seen closing it. Normally the old ``tee`` exits and its close ends it at once."""
-
 _NAME = re.compile(r"^([A-Za-z0-9_-]+)\.log$")
-_DIR_MASK = (inflags.CREATE | inflags.MODIFY | inflags.DELETE | inflags.MOVED_FROM
-             | inflags.MOVED_TO | inflags.ATTRIB)
-_INODE_MASK = inflags.MODIFY | inflags.CLOSE_WRITE
-
-Ident = tuple[int, int]  # (st_dev, st_ino): a file's identity across renames
 
 
 @dataclass(frozen=True)
@@ -60,21 +47,6 @@ class Chunk:
     offset: int  # logical byte offset in the session's stream AFTER this chunk
     ts: float  # time.time() when read
     gap: bool = False  # bytes were lost or skipped before this chunk
-
-
-@dataclass
-class _Reader:
-    """One open inode of a session's log."""
-
-    fd: int
-    ident: Ident
-    pos: int = 0  # bytes of the file consumed so far
-    base: int = 0  # logical offset of the file's byte 0 (set when it becomes the head)
-    wd: int | None = None  # inode watch, once the file has left its path
-    closed: bool = False  # its writer closed it: nothing more will come
-    deadline: float | None = None  # left its path: give up after this if it stays quiet
-    rearmed: bool = False  # the pipe was re-armed away from this inode already
-    rotated: bool = False  # we renamed it to SLUG.log.1 ourselves
 
 
 @dataclass(frozen=True)
@@ -90,7 +62,8 @@ class _Segment:
 class _Log:
     slug: str
     path: Path
-    readers: list[_Reader] = field(default_factory=list)  # [0] is read; later ones wait
+    follow: Follow  # its inodes: [0] is read; later ones wait
+    rearmed: set[Inode] = field(default_factory=set)  # the pipe was re-armed away from these
     offset: int = 0  # logical offset after the last byte emitted
     numbered: bool = False  # a file of it was numbered (later files continue from offset)
     gap: bool = False  # the next chunk follows lost bytes
@@ -108,17 +81,6 @@ class _Log:
     @property
     def base_path(self) -> Path:
         return self.path.with_name(self.path.name + ".base")
-
-
-def _ident(st: os.stat_result) -> Ident:
-    return (st.st_dev, st.st_ino)
-
-
-def _stat(path: Path) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except FileNotFoundError:
-        return None
 
 
 def _incomplete_tail(data: bytes) -> int:
@@ -182,17 +144,16 @@ class Tail:
         self._lock = threading.RLock()
         self._logs: dict[str, _Log] = {}
         self._dirty: dict[str, None] = {}  # an ordered set: unfinished slugs go to the back
-        self._by_wd: dict[int, tuple[str, _Reader]] = {}
         self._leaving: set[str] = set()  # slugs following a file that left its path
         self._closed = False
-        self.overflows = 0  # IN_Q_OVERFLOW events seen (each answered by a full rescan)
-        self._inotify = INotify(nonblocking=True)
+        self._watch = Watch()
         try:
-            self._dir_wd: int = self._inotify.add_watch(self._dir, _DIR_MASK)
+            if self._watch.directory(self._dir, "dir") is None:
+                raise FileNotFoundError(f"cannot watch {self._dir}")
             # A directory fd to flock: two cbos instances must not rotate the same log.
             self._dirfd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except BaseException:
-            self._inotify.close()
+            self._watch.close()
             raise
         # Watch first, then list: a file created in between is seen twice, never missed.
         for slug in self._list_slugs():
@@ -201,7 +162,12 @@ class Tail:
     # -- public ---------------------------------------------------------------------------
 
     def fileno(self) -> int:
-        return int(self._inotify.fileno())
+        return self._watch.fileno()
+
+    @property
+    def overflows(self) -> int:
+        """IN_Q_OVERFLOW events seen (each answered by a full rescan)."""
+        return self._watch.overflows
 
     def read(self) -> list[Chunk]:
         """Drain inotify, re-check the touched files, read up to ``read_budget`` bytes."""
@@ -211,10 +177,10 @@ class Tail:
             self._drain_events()
             now = time.monotonic()
             for slug in list(self._leaving):
-                readers = self._logs[slug].readers
-                if not any(r.deadline is not None for r in readers):
+                inodes = self._logs[slug].follow.inodes
+                if not any(r.left for r in inodes):
                     self._leaving.discard(slug)
-                elif any(r.deadline is not None and now >= r.deadline for r in readers):
+                elif any(r.deadline is not None and now >= r.deadline for r in inodes):
                     self._dirty.setdefault(slug)
             out: list[Chunk] = []
             budget = self._budget
@@ -295,8 +261,8 @@ class Tail:
                     fd = _open_ident(lg.old_path, lg.prev.ident)
                     if fd is not None:
                         sources.append((lg.prev, fd))
-                if lg.readers:
-                    head = lg.readers[0]
+                head = lg.follow.head
+                if head is not None:
                     # dup: the loop thread may close head.fd while we read.
                     sources.append((_Segment(head.ident, head.base, end), os.dup(head.fd)))
         try:
@@ -334,12 +300,10 @@ class Tail:
                 return
             self._closed = True
             for lg in self._logs.values():
-                if lg.readers:
+                if lg.follow.inodes:
                     self._save(lg)
-                for r in lg.readers:
-                    os.close(r.fd)
-                lg.readers.clear()
-            self._inotify.close()
+                lg.follow.close()
+            self._watch.close()
             os.close(self._dirfd)
 
     def __enter__(self) -> Tail:
@@ -363,35 +327,31 @@ class Tail:
             self._dirty.setdefault(slug)
 
     def _drain_events(self) -> None:
-        try:
-            events = self._inotify.read(timeout=0)
-        except BlockingIOError:
-            return
-        for ev in events:
-            if ev.mask & inflags.Q_OVERFLOW:
+        for change in self._watch.changes():
+            if change.overflow:
                 # Events were dropped: any file may have moved. Saved offsets make a
                 # re-check of everything exact.
-                self.overflows += 1
                 self._mark_all()
-            elif ev.wd == self._dir_wd:
-                if ev.mask & inflags.IGNORED:
+            elif change.key == "dir":
+                if change.gone:
                     log.warning("log directory %s went away; the tail sees nothing more",
                                 self._dir)
-                match = _NAME.match(ev.name)
+                match = _NAME.match(change.name)
                 if match:
                     self._dirty.setdefault(match.group(1))
-            elif ev.wd in self._by_wd:
-                slug, reader = self._by_wd[ev.wd]
-                if ev.mask & inflags.CLOSE_WRITE:
-                    reader.closed = True
-                self._dirty.setdefault(slug)
+            elif isinstance(change.key, tuple):  # an inode that left its path
+                slug, inode = change.key
+                lg = self._logs.get(slug)
+                if lg is not None:
+                    lg.follow.note(change, inode)
+                    self._dirty.setdefault(slug)
 
     # -- following one log ----------------------------------------------------------------
 
     def _adopt(self, slug: str, at_end: bool, prefill: bool) -> None:
         """Start following a log found at start-up: numbering from its sidecar, at its end."""
-        lg = _Log(slug, self._dir / f"{slug}.log")
-        reader = self._open(lg.path)
+        lg = self._new_log(slug)
+        reader = lg.follow.open(at_end)
         if reader is None:
             return
         size = os.fstat(reader.fd).st_size
@@ -402,18 +362,21 @@ class Tail:
             # Start on a character boundary, or the first chunk would begin with U+FFFD.
             tail = os.pread(reader.fd, 3, max(0, size - 3))
             reader.pos = size - _incomplete_tail(tail)
-        lg.readers.append(reader)
         lg.offset = reader.base + reader.pos
         if prefill and self._max_buffer and lg.offset:
             # Read on first use, not now: a hundred logs at start would cost the first
             # paint ~10 MB of reading that the preview (tmux's capture) never needs.
             lg.prefill_end = lg.offset
 
-    def _number(self, lg: _Log, reader: _Reader, size: int) -> None:
+    def _new_log(self, slug: str) -> _Log:
+        path = self._dir / f"{slug}.log"
+        return _Log(slug, path, Follow(path, self._watch, slug))
+
+    def _number(self, lg: _Log, reader: Inode, size: int) -> None:
         """Set the base of a file first seen, from the sidecar, so offsets survive restarts."""
         sc = _read_sidecar(lg.base_path)
-        old = _stat(lg.old_path)
-        old_ident = _ident(old) if old else None
+        old = stat_file(lg.old_path)
+        old_ident = ident(old) if old else None
         if sc is None:
             reader.base = 0
         elif (sc["dev"], sc["ino"]) == reader.ident:
@@ -434,24 +397,13 @@ class Tail:
             lg.prev = prev if prev and prev.ident == old_ident else None
         self._save(lg, reader, known=sc)
 
-    def _open(self, path: Path) -> _Reader | None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            log.warning("cannot open %s: %s", path, exc)
-            return None
-        return _Reader(fd=fd, ident=_ident(os.fstat(fd)))
-
     def _check(self, slug: str, budget: int, out: list[Chunk]) -> tuple[int, bool]:
         """Bring one log up to date within ``budget``; return (bytes read, caught up)."""
         lg = self._logs.get(slug)
         if lg is None:
-            path = self._dir / f"{slug}.log"
-            if _stat(path) is None:
+            if stat_file(self._dir / f"{slug}.log") is None:
                 return 0, True
-            lg = self._logs[slug] = _Log(slug, path)
+            lg = self._logs[slug] = self._new_log(slug)
         try:
             self._follow_path(lg)
             return self._drain(lg, budget, out)
@@ -460,25 +412,15 @@ class Tail:
             return 0, True
 
     def _follow_path(self, lg: _Log) -> None:
-        """Notice the path now naming another file, or nothing; queue or re-arm."""
-        st = _stat(lg.path)
-        last = lg.readers[-1] if lg.readers else None
-        if st is None:
-            if last is not None:
-                self._left_path(lg, last)
-                if not last.rearmed:
-                    last.rearmed = True
-                    self._call_rearm(lg.slug)
+        """Notice the path now naming another file, or nothing; number it, or re-arm."""
+        last = lg.follow.inodes[-1] if lg.follow.inodes else None
+        seen = lg.follow.check_path()
+        if seen is Seen.SAME:
             return
-        if last is not None and last.ident == _ident(st):
-            return
-        new = self._open(lg.path)
-        if new is None:
-            return
-        if new.ident != _ident(st):  # replaced again between stat and open: next wake-up
-            os.close(new.fd)
-            return
-        if last is None:
+        if last is not None and last.left:
+            self._leaving.add(lg.slug)
+        if seen is Seen.NEW:
+            new = lg.follow.inodes[-1]
             if lg.numbered:  # back after its file went away: continue the numbering
                 new.base = lg.offset
                 self._save(lg, new)
@@ -486,82 +428,59 @@ class Tail:
                 self._number(lg, new, os.fstat(new.fd).st_size)
                 lg.numbered = True
                 lg.offset = new.base
-            lg.readers.append(new)
             return
-        rotated = last.rotated or _is_at(lg.old_path, last.ident)
-        if not rotated and not last.rearmed:
-            # Someone moved or replaced the log: the pipe still writes to the old inode.
-            last.rearmed = True
-            self._call_rearm(lg.slug)
-        self._left_path(lg, last)
-        lg.readers.append(new)
+        assert last is not None
+        if seen is Seen.GONE or not (last.rotated or is_at(lg.old_path, last.ident)):
+            # Moved, replaced or deleted by someone: the pipe still writes to the old inode.
+            self._rearm_once(lg, last)
 
-    def _left_path(self, lg: _Log, reader: _Reader) -> None:
-        """The file is no longer at its path: watch the inode itself until it goes quiet."""
-        if reader.deadline is None:
-            reader.deadline = time.monotonic() + GRACE
-            self._leaving.add(lg.slug)
-        if reader.wd is None:
-            try:
-                # The magic link resolves to the open inode even after unlink or rename.
-                wd = self._inotify.add_watch(f"/proc/self/fd/{reader.fd}", _INODE_MASK)
-            except OSError as exc:
-                log.warning("cannot watch the old inode of %s: %s", lg.path, exc)
-                return
-            reader.wd = wd
-            self._by_wd[wd] = (lg.slug, reader)
+    def _rearm_once(self, lg: _Log, reader: Inode) -> None:
+        if reader not in lg.rearmed:
+            lg.rearmed.add(reader)
+            self._call_rearm(lg.slug)
 
     def _drain(self, lg: _Log, budget: int, out: list[Chunk]) -> tuple[int, bool]:
         used = 0
         ts = time.time()
-        while lg.readers:
-            r = lg.readers[0]
-            size = os.fstat(r.fd).st_size
-            if size < r.pos:
-                # Truncated: what was between is gone. Keep counting, restart the file.
-                self._flush(lg, out, ts)
-                r.base, r.pos = r.base + r.pos, 0
-                lg.gap = True
-                self._save(lg)
-            want = min(size - r.pos, budget - used)
-            if want > 0:
-                data = os.pread(r.fd, want, r.pos)
-                if not data:
-                    return used, True  # shrank meanwhile: the next wake-up sees it
-                r.pos += len(data)
-                used += len(data)
-                self._emit(lg, data, out, ts)
-                if r.deadline is not None and not r.closed:
-                    r.deadline = time.monotonic() + GRACE  # still being written: follow on
-            if r.pos < size:
-                return used, False
-            if r.deadline is None:  # the current file, drained
-                if size > self._max_file and len(lg.readers) == 1:
-                    self._rotate(lg, r)
-                return used, True
-            if not r.closed and time.monotonic() < r.deadline:
-                return used, True  # its writer may add a few bytes; a wake-up ends this
-            self._finish(lg, out, ts)
-        return used, True
+        while True:
+            pieces, n, done = lg.follow.read(budget - used)
+            used += n
+            ended = False
+            for piece in pieces:
+                if piece.truncated:
+                    # What was between is gone. Keep counting, restart the file.
+                    self._flush(lg, out, ts)
+                    piece.inode.base += piece.lost
+                    lg.gap = True
+                    self._save(lg)
+                elif piece.ended:
+                    self._finish(lg, piece.inode, out, ts)
+                    ended = True
+                else:
+                    self._emit(lg, piece.data, out, ts)
+            if not (ended and done and used < budget):
+                break
+        head = lg.follow.head
+        if done and head is not None and not head.left and len(lg.follow.inodes) == 1 \
+                and head.pos > self._max_file:
+            self._rotate(lg)
+        return used, done
 
-    def _finish(self, lg: _Log, out: list[Chunk], ts: float) -> None:
-        """Close the drained head file and start its successor where it ended."""
-        r = lg.readers.pop(0)
+    def _finish(self, lg: _Log, r: Inode, out: list[Chunk], ts: float) -> None:
+        """The drained head file is done (closed by the follow): its successor starts where
+        it ended."""
         self._flush(lg, out, ts)
-        if r.wd is not None:
-            self._by_wd.pop(r.wd, None)
-            with contextlib.suppress(OSError):  # already gone with the inode
-                self._inotify.rm_watch(r.wd)
-        if r.rotated or _is_at(lg.old_path, r.ident):
+        lg.rearmed.discard(r)
+        if r.rotated or is_at(lg.old_path, r.ident):
             lg.prev = _Segment(r.ident, r.base, r.base + r.pos)  # kept for read_since
         else:
             lg.gap = True  # deleted or moved away: tmux dropped what it held at the switch
-        os.close(r.fd)
-        if lg.readers:
-            lg.readers[0].base = lg.offset
+        head = lg.follow.head
+        if head is not None:
+            head.base = lg.offset
             self._save(lg)
 
-    def _rotate(self, lg: _Log, r: _Reader) -> None:
+    def _rotate(self, lg: _Log) -> None:
         """Cap the log on disk: SLUG.log becomes SLUG.log.1 and the pipe a fresh SLUG.log.
 
         Only a tail that can re-arm the pipe rotates, and only one at a time (flock on the
@@ -569,21 +488,12 @@ class Tail:
         """
         if self._rearm is None:
             return
-        try:
-            fcntl.flock(self._dirfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        head = lg.follow.head
+        if head is None or not lg.follow.rotate(lg.old_path, self._dirfd):
             return
-        try:
-            st = _stat(lg.path)
-            if st is None or _ident(st) != r.ident:
-                return
-            self._left_path(lg, r)  # before the re-arm, so the old tee's close is seen
-            os.replace(lg.path, lg.old_path)
-            r.rotated = r.rearmed = True
-            lg.prev = None  # the older .1 was just replaced
-        finally:
-            fcntl.flock(self._dirfd, fcntl.LOCK_UN)
-        self._call_rearm(lg.slug)
+        self._leaving.add(lg.slug)
+        lg.prev = None  # the older .1 was just replaced
+        self._rearm_once(lg, head)
 
     def _call_rearm(self, slug: str) -> bool:
         if self._rearm is None:
@@ -627,14 +537,14 @@ class Tail:
         out.append(Chunk(lg.slug, text, raw, lg.offset, ts, lg.gap))
         lg.gap = False
 
-    def _save(self, lg: _Log, reader: _Reader | None = None,
+    def _save(self, lg: _Log, reader: Inode | None = None,
               known: Mapping[str, Any] | None = None) -> None:
         """Persist the current file's base (atomically) so offsets survive a restart.
 
         ``known`` is what the sidecar already holds: an unchanged one is not rewritten
         (at start-up that is every log, and 100 renames cost the first paint ~40 ms).
         """
-        head = reader or (lg.readers[0] if lg.readers else None)
+        head = reader or lg.follow.head
         if head is None:
             return
         value: dict[str, Any] = {
@@ -654,17 +564,12 @@ class Tail:
             log.warning("cannot save %s: %s", lg.base_path, exc)
 
 
-def _is_at(path: Path, ident: Ident) -> bool:
-    st = _stat(path)
-    return st is not None and _ident(st) == ident
-
-
-def _open_ident(path: Path, ident: Ident) -> int | None:
+def _open_ident(path: Path, inode: Ident) -> int | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
-    if _ident(os.fstat(fd)) != ident:
+    if ident(os.fstat(fd)) != inode:
         os.close(fd)
         return None
     return fd

@@ -170,7 +170,7 @@ class Tools:
     def _refresh_spent(self, core: Core) -> None:
         for view in core.snapshot().sessions:
             if view.slug in self.guard.started:
-                usage = transcript.usage_for(view, None)
+                usage = transcript.usage_for(view.claude_session_id, view.pid, None)
                 cost = usage.get("cost_usd")
                 self.guard.note_cost(view.slug, cost if isinstance(cost, float | int) else None)
 
@@ -184,7 +184,9 @@ class Tools:
         if group is not None:
             members = set(api.group_members(self.config, core, delegation.check_group(group)))
             views = tuple(v for v in views if v.slug in members)
-        return [{**model.with_usage(v, transcript.usage_for(v, core.board.procs)).to_json(),
+        procs = core.board.procs
+        return [{**model.with_usage(
+                    v, transcript.usage_for(v.claude_session_id, v.pid, procs)).to_json(),
                  "caller": v.slug == self.guard.caller,
                  "started_here": v.slug in self.guard.started} for v in views]
 
@@ -256,7 +258,8 @@ class Tools:
         except ValueError:
             raise UsageError(f"unknown state in {state!r}; use waiting, permission, "
                              "thinking, working, idle or exited (comma-separated)") from None
-        reached = waiting.wait_for(self.core(), session, wanted, timeout)
+        # A fresh Core: wait_for reads the events backlog itself, once.
+        reached = waiting.wait_for(Core(self.config, self.tmux), session, wanted, timeout)
         if reached is None:
             raise api.WaitTimeout(f"{session} did not reach {','.join(sorted(wanted))} "
                                   f"within {timeout:g}s")

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cbos import state as st
-from cbos.hooks import HookEvent
+from cbos.events import HookEvent
+from cbos.panes import PaneSession
 from cbos.procs import ProcTable
-from cbos.sessions import Session
 
 if TYPE_CHECKING:  # annotations only: the status line never reads a dialog
     from cbos.dialog import Dialog
@@ -91,7 +91,7 @@ class Board:
     stall_seconds: float = 600.0
     tracks: dict[str, st.Track] = field(default_factory=dict)  # by tmux pane id
     last_output: dict[str, float] = field(default_factory=dict)  # by slug
-    sessions: dict[str, Session] = field(default_factory=dict)  # by slug
+    sessions: dict[str, PaneSession] = field(default_factory=dict)  # by slug
     status_files: dict[int, st.StatusFile] = field(default_factory=dict)  # by claude pid
     dialogs: dict[str, Dialog | None] = field(default_factory=dict)  # by slug
     procs: ProcTable | None = None
@@ -107,7 +107,7 @@ class Board:
     def note_output(self, slug: str, ts: float) -> None:
         self.last_output[slug] = ts
 
-    def set_sessions(self, sessions: Sequence[Session], procs: ProcTable | None,
+    def set_sessions(self, sessions: Sequence[PaneSession], procs: ProcTable | None,
                      status_files: Mapping[int, st.StatusFile]) -> None:
         self.sessions = {s.slug: s for s in sessions}
         self.procs = procs
@@ -119,10 +119,32 @@ class Board:
     def set_dialog(self, slug: str, dialog: Dialog | None) -> None:
         self.dialogs[slug] = dialog
 
-    def track_for(self, session: Session) -> st.Track | None:
+    def conversations(self) -> dict[str, tuple[str, str]]:
+        """{slug: (path, Claude session id)} of the sessions whose id the board knows.
+
+        The hooks' id wins (it moves first on /clear), as long as it is about the claude now
+        in the pane; Claude's own status file is next.
+        """
+        seen: dict[str, tuple[str, str]] = {}
+        for slug, session in self.sessions.items():
+            claude = session.claude
+            track = self.track_for(session)
+            session_id = ""
+            if track is not None and track.session_id and (
+                    claude is None or track.claude_pid is None
+                    or track.claude_pid == claude.pid):
+                session_id = track.session_id
+            elif claude is not None:
+                status = self.status_files.get(claude.pid)
+                session_id = status.session_id if status is not None else ""
+            if session_id:
+                seen[slug] = (session.path, session_id)
+        return seen
+
+    def track_for(self, session: PaneSession) -> st.Track | None:
         return self.tracks.get(session.pane.pane_id) or self.tracks.get(f"slug:{session.slug}")
 
-    def view(self, session: Session, now: float) -> SessionView:
+    def view(self, session: PaneSession, now: float) -> SessionView:
         claude = session.claude
         status = self.status_files.get(claude.pid) if claude else None
         if status is not None and claude is not None and not st.status_consistent(status, claude):
@@ -192,17 +214,6 @@ def age(seconds: float) -> str:
 def attention_key(view: SessionView) -> tuple[int, float, str]:
     """Sort key: what needs the person first; among the waiting, the oldest first."""
     return (st.ATTENTION_ORDER.index(view.state), view.since, view.slug)
-
-
-def format_table(views: Sequence[SessionView], now: float | None = None) -> str:
-    now = time.time() if now is None else now
-    rows = [("", "SLUG", "STATE", "AGE", "REASON", "PATH")]
-    for v in sorted(views, key=attention_key):
-        rows.append((v.icon, v.slug, v.state.value, age(now - v.since), v.reason, v.path))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join(
-        "  ".join(cell.ljust(widths[i]) if i < 5 else cell for i, cell in enumerate(row))
-        .rstrip() for row in rows)
 
 
 def with_usage(view: SessionView, usage: Mapping[str, Any]) -> SessionView:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -117,8 +118,6 @@ class ProcTable:
 
     def pipe_logs(self) -> set[str]:
         """Real paths of the logs that running pipe processes of cbos (``tee``) write."""
-        from cbos.tmux import pipe_target
-
         return {os.path.realpath(target) for proc in self.procs.values()
                 if proc.status not in _NOT_RUNNING and (target := pipe_target(proc.cmdline))}
 
@@ -142,3 +141,26 @@ class ProcTable:
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue  # gone since the snapshot, or not ours to read: normal
         return rss, cpu
+
+
+_PIPE_SHELLS = frozenset({"sh", "bash", "dash", "zsh"})
+
+
+def pipe_target(argv: tuple[str, ...]) -> str | None:
+    """The log a pipe process of :meth:`cbos.tmux.Tmux.pipe` writes: ``tee -a -- LOG``, or
+    ``sh -c 'exec tee ... LOG ...'`` for the instant before the shell execs tee. (Here, not
+    in tmux.py: the process table reads it, and tmux sits above it.)"""
+    if not argv:
+        return None
+    name = os.path.basename(argv[0])
+    if name == "tee":
+        return argv[-1]
+    if name in _PIPE_SHELLS and len(argv) >= 3 and argv[1] == "-c" and "tee" in argv[2]:
+        try:
+            words = shlex.split(argv[2])
+        except ValueError:
+            return None
+        if "tee" in words and "--" in words[words.index("tee"):]:
+            rest = words[words.index("--", words.index("tee")) + 1:]
+            return rest[0] if rest else None
+    return None

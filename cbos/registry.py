@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from cbos.config import Config, ensure_dirs
-from cbos.model import Board
 
 log = logging.getLogger(__name__)
 
@@ -243,28 +242,6 @@ def record_start(config: Config, slug: str, path: Path, args: Sequence[str],
 # -- following the board -------------------------------------------------------------------
 
 
-def observed(board: Board) -> dict[str, tuple[str, str]]:
-    """{slug: (path, Claude session id)} of the sessions whose id the board knows.
-
-    The hooks' id wins (it moves first on /clear), as long as it is about the claude now in
-    the pane; Claude's own status file is next.
-    """
-    seen: dict[str, tuple[str, str]] = {}
-    for slug, session in board.sessions.items():
-        claude = session.claude
-        track = board.track_for(session)
-        session_id = ""
-        if track is not None and track.session_id and (
-                claude is None or track.claude_pid is None or track.claude_pid == claude.pid):
-            session_id = track.session_id
-        elif claude is not None:
-            status = board.status_files.get(claude.pid)
-            session_id = status.session_id if status is not None else ""
-        if session_id:
-            seen[slug] = (session.path, session_id)
-    return seen
-
-
 def changes(known: Mapping[str, Entry], seen: Mapping[str, tuple[str, str]],
             ) -> dict[str, tuple[str, str]]:
     """The sessions whose id is new to the file (their path is taken as seen then)."""
@@ -286,15 +263,10 @@ def _identity(path: Path) -> tuple[int, int, int, int] | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def sync(config: Config, board: Board) -> None:
-    """Remember every session's current conversation id and path (called on each refresh;
-    writes only when something changed)."""
-    remember(config, observed(board))
-
-
 def remember(config: Config, seen: Mapping[str, tuple[str, str]]) -> None:
-    """Record ``seen`` (:func:`observed`) where it is new to the file; safe on any thread
-    (the file is locked; the cache has its own lock)."""
+    """Record each session's conversation id and path, ``{slug: (path, session id)}`` as
+    :meth:`cbos.model.Board.conversations` gives it, where it is new to the file (writes
+    only then); safe on any thread (the file is locked; the cache has its own lock)."""
     if not seen:
         return
     path = config.sessions_file

@@ -12,13 +12,13 @@ import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from cbos.config import Config, ensure_dirs, touch_private
 from cbos.errors import CbosError, NotFoundError, UsageError
-from cbos.procs import Proc, ProcTable
-from cbos.tmux import Pane, Tmux, which
+from cbos.panes import Pane, PaneSession
+from cbos.procs import ProcTable
+from cbos.tmux import Tmux, which
 
 SLUG_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_SLUG = 64
@@ -99,20 +99,6 @@ def default_slug(path: Path) -> str:
     return make_safe(path.resolve().name)
 
 
-@dataclass(frozen=True)
-class Session:
-    """A pane cbos tracks, with the claude process found in it (if any)."""
-
-    slug: str
-    pane: Pane
-    claude: Proc | None
-    adopted: bool  # claude was started by hand, not by `cbos new`
-
-    @property
-    def path(self) -> str:
-        return self.pane.current_path
-
-
 def _unique(base: str, taken: set[str]) -> str:
     if base not in taken:
         return base
@@ -125,7 +111,7 @@ def _unique(base: str, taken: set[str]) -> str:
 
 
 def discover(tmux: Tmux, config: Config, procs: ProcTable | None = None,
-             adopt: bool = True) -> list[Session]:
+             adopt: bool = True) -> list[PaneSession]:
     """Every pane cbos tracks, adopting hand-started claude panes on the way.
 
     One ``list-panes -a`` and one process-table snapshot serve the whole listing.
@@ -135,7 +121,7 @@ def discover(tmux: Tmux, config: Config, procs: ProcTable | None = None,
         return []
     table = procs if procs is not None else ProcTable.snapshot()
     taken = {p.slug for p in panes if p.slug} | {p.session_name for p in panes if p.owned}
-    sessions: list[Session] = []
+    sessions: list[PaneSession] = []
     for pane in panes:
         if adopt and pane.slug and pane.foreign_pipe and _tees_into_its_log(
                 table, config, pane.slug):
@@ -153,7 +139,7 @@ def discover(tmux: Tmux, config: Config, procs: ProcTable | None = None,
         elif adopt and not pane.dead and not pane.piped:
             # No pipe at all (ours died, or its owner stopped theirs): pipe into the log.
             _start_pipe(tmux, config, pane.pane_id, slug)
-        sessions.append(Session(slug=slug, pane=pane, claude=claude, adopted=not pane.owned))
+        sessions.append(PaneSession(slug=slug, pane=pane, claude=claude, adopted=not pane.owned))
     return sessions
 
 
@@ -176,7 +162,7 @@ def _adopt(tmux: Tmux, config: Config, pane: Pane, slug: str) -> None:
         _start_pipe(tmux, config, pane.pane_id, slug)
 
 
-def resolve(sessions: Sequence[Session], slug: str) -> Session:
+def resolve(sessions: Sequence[PaneSession], slug: str) -> PaneSession:
     """The session with exactly this slug (never a prefix match)."""
     for session in sessions:
         if session.slug == slug:
@@ -189,7 +175,7 @@ def resolve(sessions: Sequence[Session], slug: str) -> Session:
     raise NotFoundError(f"no session named {slug!r}{hint}")
 
 
-def find(tmux: Tmux, config: Config, slug: str) -> Session:
+def find(tmux: Tmux, config: Config, slug: str) -> PaneSession:
     return resolve(discover(tmux, config), slug)
 
 
@@ -216,7 +202,7 @@ def create(
     slug: str | None = None,
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
-) -> Session:
+) -> PaneSession:
     """Start claude in ``path`` in a new tmux session named after the slug."""
     if not path.exists():
         raise UsageError(f"path {str(path)!r} does not exist; give an existing directory")
@@ -234,5 +220,5 @@ def create(
     full_env = {**config.claude_env, **(env or {}), "CBOS_SESSION": slug}
     command = "exec " + shlex.join(argv)
     pane = tmux.new_session(slug, path, command, full_env, log, config.history_limit)
-    return Session(slug=slug, pane=pane, claude=None, adopted=False)
+    return PaneSession(slug=slug, pane=pane, claude=None, adopted=False)
 

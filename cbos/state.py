@@ -25,7 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
-from cbos.hooks import HookEvent
+from cbos.events import HookEvent
 from cbos.procs import Proc, ProcTable
 
 if TYPE_CHECKING:  # annotations only: the status line never reads a dialog

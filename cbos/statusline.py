@@ -63,17 +63,17 @@ def line(config: Config) -> str:
     panes = [p for p in Tmux(config.tmux_socket, check_version=False).list_panes() if p.slug]
     if not panes:
         return ""
-    from cbos import hooks
     from cbos import state as st
+    from cbos.events import read_recent
     from cbos.model import Board
+    from cbos.panes import PaneSession
     from cbos.procs import Proc
-    from cbos.sessions import Session
 
     # Status files before events: a hook's event is written before the status it causes.
     statuses = _status_by_pane(st.status_dir(os.environ))
     board = Board(stall_seconds=config.stall_seconds)
-    board.apply_events(hooks.read_recent(config, EVENT_BYTES))
-    sessions: list[Session] = []
+    board.apply_events(read_recent(config, EVENT_BYTES))
+    sessions: list[PaneSession] = []
     files: dict[int, st.StatusFile] = {}
     for pane in panes:
         status = statuses.get(pane.pane_id)
@@ -84,7 +84,7 @@ def line(config: Config) -> str:
         claude = Proc(pid, 0, "claude", (), 0.0, "running") if pid else None
         if status is not None:
             files[status.pid] = status
-        sessions.append(Session(pane.slug, pane, claude, adopted=not pane.owned))
+        sessions.append(PaneSession(pane.slug, pane, claude, adopted=not pane.owned))
     board.set_sessions(sessions, None, files)
     return render(board.snapshot().counts())
 

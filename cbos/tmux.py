@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 
 from cbos.errors import RefusedError, TmuxError
+from cbos.panes import Pane
 
 MIN_VERSION = (3, 2)
 SEP = "\x1f"  # unit separator: never in slugs, and tmux passes it through unescaped
@@ -40,42 +41,6 @@ _PANE_FORMAT = (
     "session_attached", SLUG_OPTION, OWNED_OPTION, PIPE_OPTION,
 )
 _NO_SERVER = ("no server running", "error connecting to", "server exited unexpectedly")
-
-
-@dataclass(frozen=True)
-class Pane:
-    """One row of the batched pane listing."""
-
-    pane_id: str
-    session_id: str
-    session_name: str
-    window_id: str
-    window_index: str
-    pane_index: str
-    pid: int | None
-    dead: bool
-    dead_status: int | None
-    dead_signal: int | None
-    current_command: str
-    current_path: str
-    in_mode: bool
-    piped: bool
-    width: int
-    height: int
-    attached: bool
-    slug: str  # "" when cbos has not adopted the pane
-    owned: bool  # cbos created the tmux session around it
-    pipe_ours: bool = False  # the pane's pipe is the one cbos armed (PIPE_OPTION)
-
-    @property
-    def foreign_pipe(self) -> bool:
-        """The pane pipes its output somewhere cbos did not choose: not ours to touch."""
-        return self.piped and not self.pipe_ours
-
-    @property
-    def target(self) -> str:
-        """Human-readable ``session:window.pane`` address (for display only, never -t)."""
-        return f"{self.session_name}:{self.window_index}.{self.pane_index}"
 
 
 def _int(text: str) -> int | None:
@@ -106,28 +71,6 @@ PANE_FORMAT = SEP.join(f"#{{{name}}}" for name in _PANE_FORMAT)
 
 def parse_panes(lines: Iterable[str]) -> list[Pane]:
     return [pane for pane in map(_parse_pane, lines) if pane is not None]
-
-
-_SHELLS = frozenset({"sh", "bash", "dash", "zsh"})
-
-
-def pipe_target(argv: tuple[str, ...]) -> str | None:
-    """The log a pipe process of :meth:`Tmux.pipe` writes: ``tee -a -- LOG``, or
-    ``sh -c 'exec tee ... LOG ...'`` for the instant before the shell execs tee."""
-    if not argv:
-        return None
-    name = os.path.basename(argv[0])
-    if name == "tee":
-        return argv[-1]
-    if name in _SHELLS and len(argv) >= 3 and argv[1] == "-c" and "tee" in argv[2]:
-        try:
-            words = shlex.split(argv[2])
-        except ValueError:
-            return None
-        if "tee" in words and "--" in words[words.index("tee"):]:
-            rest = words[words.index("--", words.index("tee")) + 1:]
-            return rest[0] if rest else None
-    return None
 
 
 def format_escape(text: str) -> str:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cbos.model import SessionView
 from cbos.procs import ProcTable
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -342,9 +341,9 @@ def find(session_id: str, hint: str | Path | None = None, home: Path | None = No
     return None
 
 
-def usage_for(view: SessionView, procs: ProcTable | None,
+def usage_for(session_id: str | None, pid: int | None, procs: ProcTable | None,
               transcript_path: str | Path | None = None) -> dict[str, Any]:
-    """A session's usage so far, for ``cbos ls --json`` and the TUI's detail view.
+    """A session's usage so far, for ``cbos ls`` and :meth:`cbos.api.Session.usage`.
 
     Tokens and cost come from the transcript of the session's current Claude conversation
     (read incrementally: cheap to call on every refresh); memory (RSS bytes) and CPU
@@ -353,15 +352,15 @@ def usage_for(view: SessionView, procs: ProcTable | None,
     usage: dict[str, Any] = dict.fromkeys(
         ("input_tokens", "output_tokens", "cache_creation_input_tokens",
          "cache_read_input_tokens", "total_tokens", "cost_usd", "model", "messages"))
-    if view.claude_session_id:
-        path = find(view.claude_session_id, transcript_path)
+    if session_id:
+        path = find(session_id, transcript_path)
         found = CACHE.session_usage(path) if path is not None else None
         if found is not None:
             usage.update(found.to_json())
     rss: int | None = None
     cpu: float | None = None
-    if procs is not None and view.pid is not None and view.pid in procs.procs:
-        rss, cpu = procs.tree_usage(view.pid)
+    if procs is not None and pid is not None and pid in procs.procs:
+        rss, cpu = procs.tree_usage(pid)
         cpu = round(cpu, 2)
     usage["rss_bytes"], usage["cpu_seconds"] = rss, cpu
     return usage

@@ -639,8 +639,6 @@ def detail_markup(view: SessionView | None, now: float) -> Markup:
         ("claude session", view.claude_session_id or "-"),
         ("tmux", f"{view.tmux} ({view.pane_id})"),
     ]
-    if view.usage:
-        fields.append(("usage", ", ".join(f"{k} {v}" for k, v in view.usage.items())))
     markup: Markup = []
     for i, (name, value) in enumerate(fields):
         markup += ["\n" if i else "", ("field", f" {name:<15}"), value]

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from cbos import auth, transcript
-from tests.conftest import CliResult
-from tests.waiting import wait_until
-
-Cli = Callable[..., CliResult]
+from tests.support import Cli, wait_until
 
 
 @pytest.fixture(autouse=True)

@@ -15,10 +15,11 @@ import pytest
 from cbos import api, registry, transcript
 from cbos.config import Config
 from cbos.errors import CbosError, RefusedError
-from cbos.hooks import HookEvent
+from cbos.events import HookEvent
 from cbos.model import SessionView
 from cbos.state import State
 from cbos.tmux import Tmux
+from tests.support import prompts
 
 # -- turn correlation ---------------------------------------------------------------------
 
@@ -390,12 +391,6 @@ def test_registry_updates_from_two_processes_are_not_lost(
 @pytest.fixture
 def prompt_log(quiet_fake: Path) -> Path:
     return quiet_fake
-
-
-def prompts(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return [json.loads(line)["prompt"] for line in path.read_text().splitlines()]
 
 
 def test_python_api_drives_a_session_end_to_end(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,7 @@ from cbos import api, delegation, sessions
 from cbos import config as config_mod
 from cbos.errors import RefusedError, UsageError
 from cbos.tmux import Tmux
-from tests.conftest import CliResult
-from tests.waiting import wait_until
-
-Cli = Callable[..., CliResult]
+from tests.support import Cli, wait_until
 
 
 @pytest.fixture(autouse=True)

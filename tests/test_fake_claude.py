@@ -20,7 +20,7 @@ import shlex
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ import psutil
 import pytest
 
 from tests.fakeclaude import FIXTURES, install_fake_claude
+from tests.support import wait_until
 
 T = TypeVar("T")
 
@@ -49,23 +50,6 @@ ALL_EVENTS = (
     "WorktreeCreate", "WorktreeRemove", "InstructionsLoaded", "CwdChanged", "FileChanged",
     "DirectoryAdded", "MessageDisplay",
 )
-
-
-def wait_until(predicate: Callable[[], T | None], timeout: float = 10.0, what: str = "") -> T:
-    """Retry ``predicate`` until it returns something truthy; return that, or fail."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = predicate()
-        except Exception as exc:  # not there yet
-            last_error, value = exc, None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 + (f" (last error: {last_error!r})" if last_error else ""))
-        time.sleep(0.02)
 
 
 def recorded(name: str) -> dict[str, Any]:
@@ -172,9 +156,9 @@ class Fake:
             self.pid = pane_pid
         else:
             self.pid = wait_until(lambda: next(p.pid for p in psutil.Process(pane_pid).children()
-                                               if p.name() == "claude"), what="the fake")
+                                               if p.name() == "claude"), message="the fake")
         wait_until(lambda: self.status() and "? for shortcuts" in self.screen(),
-                   what="the idle composer")
+                   message="the idle composer")
         return self
 
     def wait_exit(self) -> None:
@@ -184,7 +168,7 @@ class Fake:
             except psutil.NoSuchProcess:
                 return True
 
-        wait_until(gone, what="the fake to exit")
+        wait_until(gone, message="the fake to exit")
 
     def fmt(self, template: str) -> str:
         assert self.pane is not None
@@ -229,7 +213,7 @@ class Fake:
             hits = [e for e in self.events()[since:] if e["hook_event_name"] == name]
             return hits if len(hits) >= count else []
 
-        return wait_until(found, timeout, f"{count} x {name}")
+        return wait_until(found, timeout, message=f"{count} x {name}")
 
     def last(self, name: str) -> dict[str, Any]:
         return [e for e in self.events() if e["hook_event_name"] == name][-1]
@@ -238,7 +222,7 @@ class Fake:
         """No new hook event for ``seconds`` (polled, not slept)."""
         deadline = time.monotonic() + seconds
         grew = wait_until(lambda: len(self.events()) > since or time.monotonic() > deadline,
-                          seconds + 5, "quiet period")
+                          seconds + 5, message="quiet period")
         assert grew and len(self.events()) == since, self.names(since)
 
     def screen(self) -> str:
@@ -262,14 +246,14 @@ class Fake:
             ok = data and data["status"] == status and data.get("waitingFor") == waiting_for
             return data if ok else None
 
-        return wait_until(check, what=f"status {status}/{waiting_for}")
+        return wait_until(check, message=f"status {status}/{waiting_for}")
 
     def wait_screen(self, *cues: str) -> str:
         def check() -> str | None:
             screen = self.screen()
             return screen if all(cue in screen for cue in cues) else None
 
-        return wait_until(check, what=f"screen cues {cues}")
+        return wait_until(check, message=f"screen cues {cues}")
 
     def wait_idle(self) -> None:
         self.wait_status("idle")
@@ -451,7 +435,7 @@ def test_tool_process_group_and_esc_interrupt(fake: Fake) -> None:
                  if p.name() in ("bash", "sleep") and "sleep 30" in " ".join(p.cmdline())]
         return found if len(found) == 2 else []  # bash -c ... and its sleep
 
-    children = wait_until(tool, what="the tool's processes")
+    children = wait_until(tool, message="the tool's processes")
     bash = next(p for p in children if p.name() == "bash")
     # ps_tool_running.txt: bash -c ... in its own process group, no controlling terminal;
     # the terminal's foreground group stays claude's.
@@ -472,7 +456,7 @@ def test_tool_process_group_and_esc_interrupt(fake: Fake) -> None:
                      "No result recorded for 1 call")
     fake.wait_status("idle")
     wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-                               for p in children), what="the tool to be killed")
+                               for p in children), message="the tool to be killed")
     assert psutil.Process(fake.pid).is_running()
     assert_order(fake.names(mark), "interrupt_tool")
     fake.assert_quiet(len(fake.events()), 1.0)  # no hook, no idle_prompt (README.md)
@@ -576,7 +560,7 @@ def test_write_denied_ignores_early_keys_and_fires_no_hook(fake: Fake) -> None:
                      "2. Yes, allow all edits during this session (shift+tab)")
     shown = time.monotonic()
     fake.key("3")  # inside the grace time: ignored (README.md: dialogs ignore keys ~1 s)
-    wait_until(lambda: time.monotonic() > shown + 1.2, what="the grace time")
+    wait_until(lambda: time.monotonic() > shown + 1.2, message="the grace time")
     assert "Do you want to create denied.txt?" in fake.screen()
     fake.key("3")
     fake.wait_screen(f"⎿ {NBSP}Rejected write to denied.txt", "? for shortcuts")
@@ -779,7 +763,7 @@ def test_ctrl_c_clears_text_and_interrupts_without_exiting(fake: Fake) -> None:
     fake.type("draft text")
     fake.wait_screen(f"{PROMPT}{NBSP}draft text")
     fake.key("C-c")
-    wait_until(lambda: f"{PROMPT}{NBSP}" in fake.screen_lines(), what="an empty composer")
+    wait_until(lambda: f"{PROMPT}{NBSP}" in fake.screen_lines(), message="an empty composer")
     assert "Press Ctrl-C again" not in fake.screen()
     mark = len(fake.events())
     fake.submit("WAIT 20")
@@ -828,7 +812,7 @@ def test_exit_paths(fake: Fake, how: str) -> None:
     fake.wait_exit()
     assert fake.status() is None  # deleted on exit
     if how != "SIGHUP":
-        code = wait_until(lambda: exit_file.read_text().strip(), what="the exit status")
+        code = wait_until(lambda: exit_file.read_text().strip(), message="the exit status")
         assert int(code) == expected[how]
     if how in ("/exit", "C-c", "C-d", "EXIT 7"):
         # screens/20_after_exit.txt: the hint on the top row, once tmux's "Pane is dead"

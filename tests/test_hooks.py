@@ -22,9 +22,9 @@ import pytest
 from cbos import hooks
 from cbos.config import Config, ensure_dirs
 from cbos.errors import CbosError
-from cbos.hooks import Events, HookEvent, parse_line
+from cbos.events import Events, HookEvent, parse_line, read_recent
 from tests.conftest import FIXTURES
-from tests.waiting import wait_until
+from tests.support import wait_until
 
 PAYLOAD_FILES = sorted(
     p for p in [*FIXTURES.glob("*.json"), *FIXTURES.glob("variants/*.json")]
@@ -669,7 +669,7 @@ def test_the_installed_command_records_events(config: Config, settings: Path) ->
     command = data["hooks"]["PreToolUse"][-1]["hooks"][0]["command"]
     payload = (FIXTURES / "PreToolUse.json").read_bytes()
     assert run_hook(command, payload).code == 0
-    [event] = hooks.read_recent(config)
+    [event] = read_recent(config)
     assert event.name == "PreToolUse"
     assert event.payload == json.loads(payload)
 
@@ -688,7 +688,7 @@ def test_settings_for_session_holds_only_cbos_hooks(config: Config, settings: Pa
     assert path.stat().st_mtime_ns == stamp  # unchanged content is not rewritten
     command = data["hooks"]["Stop"][0]["hooks"][0]["command"]
     assert run_hook(command, (FIXTURES / "Stop.json").read_bytes()).code == 0
-    assert [e.name for e in hooks.read_recent(config)] == ["Stop"]
+    assert [e.name for e in read_recent(config)] == ["Stop"]
 
 
 # -- reading the events file ---------------------------------------------------------------
@@ -844,7 +844,7 @@ def test_two_tails_rotate_once(config: Config) -> None:
             b.poll()
         assert a.wait_for(20) == list(range(20))
         assert b.wait_for(20) == list(range(20))
-    recent = hooks.read_recent(config, 1 << 20)
+    recent = read_recent(config, 1 << 20)
     assert ns(recent) == list(range(20))[-len(recent):]
     assert len(recent) >= 8  # what two files of ~2 KB hold: no rotation threw one away
 
@@ -875,8 +875,8 @@ def test_backlog_is_bounded_and_starts_on_a_whole_line(config: Config) -> None:
     with Events(config) as tail:
         assert ns(tail.backlog(max_bytes=15 * size)) == list(range(95, 110))
         assert tail.skipped == 0
-    assert ns(hooks.read_recent(config, 15 * size)) == list(range(95, 110))
-    assert ns(hooks.read_recent(config, 1 << 20)) == list(range(110))
+    assert ns(read_recent(config, 15 * size)) == list(range(95, 110))
+    assert ns(read_recent(config, 1 << 20)) == list(range(110))
 
 
 def test_a_line_being_written_at_start_up_is_read_whole(config: Config) -> None:
@@ -923,7 +923,7 @@ def test_read_budget_sets_pending(config: Config) -> None:
 
 
 def test_read_recent_without_files(config: Config) -> None:
-    assert hooks.read_recent(config) == []
+    assert read_recent(config) == []
 
 
 def test_the_events_dir_removed_and_made_again(config: Config) -> None:

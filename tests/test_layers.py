@@ -123,3 +123,56 @@ def test_the_reader_sees_lazy_and_string_imports(tmp_path: Path) -> None:
     known = {"cbos.cli", "cbos.web", "cbos.state", "cbos.mod"}
     found = imports_of(source, "cbos.mod", known)
     assert found == {"cbos.cli", "cbos.web", "cbos.state"}
+
+
+def reach(module: str) -> set[str]:
+    """The cbos modules ``module`` imports, directly or through others."""
+    edges = graph()
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        for other in edges[todo.pop()] - seen:
+            seen.add(other)
+            todo.append(other)
+    return seen
+
+
+def test_the_state_machine_imports_nothing_that_writes() -> None:
+    writers = {"cbos.hooks", "cbos.registry", "cbos.tmux", "cbos.sessions", "cbos.logs"}
+    assert reach("cbos.state").isdisjoint(writers)
+
+
+def test_the_board_works_without_tmux() -> None:
+    assert reach("cbos.model").isdisjoint({"cbos.tmux", "cbos.sessions", "cbos.hooks"})
+
+
+def test_registry_and_transcript_take_plain_data() -> None:
+    for module in ("cbos.registry", "cbos.transcript"):
+        assert "cbos.model" not in reach(module), module
+
+
+def test_only_the_watch_module_imports_inotify() -> None:
+    importers = set()
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n.split(".")[0] == "inotify_simple" for n in names):
+                importers.add(name)
+    assert importers == {"cbos.watch"}
+
+
+def test_one_thing_one_name() -> None:
+    """Names that once meant different things in different modules (or one thing with two
+    values) are defined in one module only."""
+    where: dict[str, list[str]] = {}
+    for name, path in modules().items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            targets = ([node.name] if isinstance(node, ast.ClassDef) else
+                       [t.id for t in node.targets if isinstance(t, ast.Name)]
+                       if isinstance(node, ast.Assign) else [])
+            for target in targets:
+                where.setdefault(target, []).append(name)
+    for name in ("Session", "Outcome", "_Reader", "BACKLOG_BYTES", "GRACE",
+                 "FALLBACK_REFRESH"):
+        assert len(where.get(name, [])) <= 1, f"{name} is defined in {where[name]}"

@@ -9,6 +9,7 @@ import os
 import select
 import shlex
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -19,7 +20,7 @@ from cbos.config import touch_private
 from cbos.logs import Chunk, Tail
 from cbos.procs import ProcTable
 from cbos.tmux import Tmux
-from tests.waiting import wait_until
+from tests.support import wait_until
 
 
 class Collector:
@@ -152,6 +153,37 @@ def test_start_up_begins_at_the_end_with_the_recent_output_prefilled(log_dir: Pa
     with Tail(log_dir, max_buffer=1000, prefill=False) as bare:
         assert bare.buffer("A") == b""
         assert bare.offset("A") == len(history)
+
+
+def test_the_ring_joins_prefill_and_live_output_written_during_start_up(
+        log_dir: Path) -> None:
+    """What the TUI and the server show of a session (the ring) has no hole where output
+    landed while the tail started: the prefill ends where the live read begins."""
+    path = log_dir / "A.log"
+    path.write_bytes(b"".join(b"old %05d\n" % i for i in range(300)))
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            append(path, b"new %05d\n" % n)
+            n += 1
+            stop.wait(0.0005)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        with Tail(log_dir, max_buffer=4000) as tail:
+            wait_until(lambda: path.stat().st_size > tail.offset("A") + 3000,
+                       message="more output after the start")
+            stop.set()
+            thread.join()
+            wait_until(lambda: tail.read() + tail.rescan() == [] and
+                       tail.offset("A") == path.stat().st_size, message="caught up")
+            assert tail.buffer("A") == path.read_bytes()[-4000:]
+    finally:
+        stop.set()
+        thread.join()
 
 
 def test_a_log_that_appears_later_is_read_from_its_first_byte(

@@ -20,11 +20,9 @@ from cbos import config as config_mod
 from cbos import mcp as cbos_mcp
 from cbos import sessions
 from cbos.tmux import Tmux
-from tests.conftest import CliResult
-from tests.waiting import wait_until
+from tests.support import Cli, wait_until
 
 T = TypeVar("T")
-Cli = Callable[..., CliResult]
 
 
 @pytest.fixture(autouse=True)

@@ -23,15 +23,13 @@ from cbos.notify import Channels, Notice, Notifier, Settle, parse_switch, transi
 from cbos.state import State
 from cbos.tmux import Client as TmuxClient
 from cbos.tmux import Tmux
-from tests.conftest import CliResult
-from tests.test_plugin import Client, start_session
+from tests.support import Cli, start_session, wait_until
+from tests.test_plugin import Client
 from tests.test_plugin import attach as attach  # a fixture: a client on a pty
 from tests.test_plugin import quick_fake as quick_fake  # a fixture: quicker fake claude
-from tests.waiting import wait_until
 
 P, W, T, K, IDLE, X = (State.PERMISSION, State.WAITING, State.THINKING, State.WORKING,
                     State.IDLE, State.EXITED)
-Cli = Callable[..., CliResult]
 
 
 def view(slug: str, state: State, reason: str = "", since: float = 100.0,
@@ -454,7 +452,7 @@ def test_a_session_asking_for_permission_is_announced_once(
         tmp_path: Path, notify_send: Path, attach: Callable[..., Client]) -> None:
     tmux.cmd("new-session", "-d", "-s", "home", "-x", "160", "-y", "40")
     tmux.cmd("set-option", "-g", "@cbos-notify-desktop", "on")
-    pane = start_session(cli, tmux, tmp_path, "AUTH")
+    pane = start_session(cli, tmux, tmp_path, "AUTH").pane_id
     client = attach(server.socket_name, "home")
     the_engine = engine()
     # The engine starts its own Notifier (engine.start), as the TUI and serve rely on.

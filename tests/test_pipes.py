@@ -16,9 +16,9 @@ from cbos import engine as engine_mod
 from cbos.model import USER_PIPE
 from cbos.tmux import PIPE_OPTION, Tmux
 from tests.conftest import CliResult
+from tests.support import wait_until
 from tests.test_notify import pump
 from tests.test_sessions import start
-from tests.waiting import wait_until
 
 
 def pane_says(tmux: Tmux, pane_id: str, fmt: str) -> str:

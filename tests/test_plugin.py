@@ -27,12 +27,10 @@ import pytest
 from cbos import notify
 from cbos.statusline import LEASE_OPTION, STATUS_OPTION
 from cbos.tmux import Tmux
-from tests.conftest import CliResult
-from tests.waiting import wait_until
+from tests.support import Cli, start_session, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "tmux" / "cbos.tmux"
-Cli = Callable[..., CliResult]
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -349,21 +347,6 @@ def views(cli: Cli) -> dict[str, dict[str, object]]:
     result = cli("ls", "--json")
     assert result.code == 0, result.err
     return {v["slug"]: v for v in json.loads(result.out)}
-
-
-def start_session(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str) -> str:
-    """``cbos new``, then wait until claude shows its composer (typing before that is
-    lost); return the pane id."""
-    project = tmp_path / slug.lower()
-    project.mkdir()
-    result = cli("new", str(project), "--slug", slug)
-    assert result.code == 0, result.err
-    wait_until(lambda: views(cli)[slug]["state"] == "idle", timeout=15,
-               message=f"{slug} started")
-    pane = str(views(cli)[slug]["pane_id"])
-    wait_until(lambda: "❯\u00a0" in tmux.capture(pane, colours=False), timeout=15,
-               message=f"{slug} shows the composer")
-    return pane
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import io
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -15,11 +14,10 @@ import pytest
 
 from cbos import config as config_mod
 from cbos import sessions
+from cbos.panes import PaneSession
 from cbos.tmux import Tmux
 from tests.conftest import CliResult
-from tests.waiting import wait_until
-
-Cli = Callable[..., CliResult]
+from tests.support import Cli, received, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -28,12 +26,9 @@ def prompt_log(quiet_fake: Path) -> Path:
     return quiet_fake
 
 
-def prompts(path: Path) -> list[tuple[str, int]]:
+def prompts_and_pids(path: Path) -> list[tuple[str, int]]:
     """(prompt, claude pid) of each prompt the fake received."""
-    if not path.exists():
-        return []
-    return [(entry["prompt"], entry["pid"]) for entry in
-            map(json.loads, path.read_text().splitlines())]
+    return [(entry["prompt"], entry["pid"]) for entry in received(path)]
 
 
 def views(cli: Cli) -> dict[str, dict[str, Any]]:
@@ -47,14 +42,14 @@ def screen(tmux: Tmux, slug: str) -> str:
                         colours=False)
 
 
-def ready(tmux: Tmux, slug: str) -> sessions.Session:
+def ready(tmux: Tmux, slug: str) -> PaneSession:
     """The session once claude shows its composer (keys typed earlier can be lost)."""
     wait_until(lambda: "❯\u00a0" in screen(tmux, slug), message=f"{slug} composer")
     return sessions.find(tmux, config_mod.load(), slug)
 
 
 def start(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str, *claude_args: str,
-          ) -> sessions.Session:
+          ) -> PaneSession:
     project = tmp_path / slug.lower()
     project.mkdir(exist_ok=True)
     args = ["new", str(project), "--slug", slug]
@@ -65,12 +60,12 @@ def start(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str, *claude_args: str,
     return ready(tmux, slug)
 
 
-def pid_of(session: sessions.Session) -> int:
+def pid_of(session: PaneSession) -> int:
     assert session.claude is not None, f"no claude in {session.slug}"
     return session.claude.pid
 
 
-def cmdline(session: sessions.Session) -> list[str]:
+def cmdline(session: PaneSession) -> list[str]:
     return Path(f"/proc/{pid_of(session)}/cmdline").read_text().split("\0")
 
 
@@ -115,7 +110,7 @@ def test_chat_prints_the_reply_and_json_figures(
 
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"SAY from stdin\n")))
     assert cli("chat", "CHAT", "-") == CliResult(0, "from stdin\n", "")
-    assert [p for p, _ in prompts(prompt_log)] == ["SAY hello there", "RUN echo hi",
+    assert [p for p, _ in prompts_and_pids(prompt_log)] == ["SAY hello there", "RUN echo hi",
                                                    "SAY from stdin"]
 
 
@@ -125,7 +120,7 @@ def test_chat_right_after_new_waits_until_claude_reads_its_terminal(
     assert cli("new", str(tmp_path / "quick"), "--slug", "QUICK").code == 0
     result = cli("chat", "QUICK", "--timeout", "20", "SAY first thing")
     assert result == CliResult(0, "first thing\n", "")
-    assert [p for p, _ in prompts(prompt_log)] == ["SAY first thing"]
+    assert [p for p, _ in prompts_and_pids(prompt_log)] == ["SAY first thing"]
 
 
 def test_chat_cost_is_null_for_an_unknown_model(
@@ -158,7 +153,7 @@ def test_chat_refuses_a_busy_session_and_takes_only_its_own_reply(
     assert "cbos wait BUSY" in result.err and one_line(result.err)
     assert cli("wait", "BUSY", "--state", "waiting", "--timeout", "15").code == 0
     assert cli("chat", "BUSY", "SAY after") == CliResult(0, "after\n", "")
-    assert [p for p, _ in prompts(prompt_log)] == ["SLOW 1.5", "SAY after"]
+    assert [p for p, _ in prompts_and_pids(prompt_log)] == ["SLOW 1.5", "SAY after"]
 
 
 def test_chat_stops_at_a_permission_prompt(
@@ -171,7 +166,7 @@ def test_chat_stops_at_a_permission_prompt(
     state(cli, "PERM", "permission")  # the dialog waits for a person
     again = cli("chat", "PERM", "SAY hello?")
     assert again.code == 1 and "asking for permission" in again.err
-    assert [p for p, _ in prompts(prompt_log)] == ["WRITE out.txt"]  # nothing typed into it
+    assert [p for p, _ in prompts_and_pids(prompt_log)] == ["WRITE out.txt"]  # nothing typed in
     # A question is a permission a script cannot answer either.
     assert cli("answer", "PERM", "1").code == 0
     state(cli, "PERM", "waiting")
@@ -418,9 +413,9 @@ path = "c"
     assert result.out.splitlines() == ["RUNNING: already running, left alone", "SEE: started",
                                        "BEE: started, prompt sent"]
     bee = sessions.find(tmux, config_mod.load(), "BEE")
-    wait_until(lambda: ("SAY from up", pid_of(bee)) in prompts(prompt_log),
+    wait_until(lambda: ("SAY from up", pid_of(bee)) in prompts_and_pids(prompt_log),
                message="first prompt arrived")
-    assert all(pid != pid_of(running) for _, pid in prompts(prompt_log))
+    assert all(pid != pid_of(running) for _, pid in prompts_and_pids(prompt_log))
     argv = cmdline(bee)
     assert argv[argv.index("--permission-mode") + 1] == "acceptEdits"
     environ = Path(f"/proc/{pid_of(bee)}/environ").read_bytes().split(b"\0")
@@ -487,7 +482,7 @@ def test_send_and_interrupt_reach_a_group_and_report_each(
     pids = {slug: pid_of(start(cli, tmux, tmp_path, slug)) for slug in ("GA", "GB", "GC")}
 
     def got(text: str) -> set[str]:
-        return {slug for slug, pid in pids.items() if (text, pid) in prompts(prompt_log)}
+        return {slug for slug, pid in pids.items() if (text, pid) in prompts_and_pids(prompt_log)}
 
     result = cli("send", "GA,GB", "SAY pair")
     assert result == CliResult(0, "GA: sent\nGB: sent\n", "")
@@ -538,7 +533,7 @@ def test_send_and_interrupt_all(
     for slug in ("AA", "AB"):
         start(cli, tmux, tmp_path, slug)
     assert cli("send", "--all", "SAY everyone") == CliResult(0, "AA: sent\nAB: sent\n", "")
-    wait_until(lambda: [p for p, _ in prompts(prompt_log)] == ["SAY everyone"] * 2,
+    wait_until(lambda: [p for p, _ in prompts_and_pids(prompt_log)] == ["SAY everyone"] * 2,
                message="both got it")
     for slug in ("AA", "AB"):
         state(cli, slug, "waiting")

@@ -7,7 +7,6 @@ import os
 import pty
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,11 +14,9 @@ import pytest
 
 from cbos import sessions
 from cbos.config import Config
+from cbos.panes import PaneSession
 from cbos.tmux import Tmux
-from tests.conftest import CliResult
-from tests.waiting import wait_until
-
-Cli = Callable[..., CliResult]
+from tests.support import Cli, prompts, wait_until
 
 
 @pytest.fixture
@@ -30,28 +27,22 @@ def prompt_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def prompts(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return [json.loads(line)["prompt"] for line in path.read_text().splitlines()]
-
-
 def project(tmp_path: Path, name: str = "proj") -> Path:
     path = tmp_path / name
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def ready(tmux: Tmux, cfg: Config, slug: str) -> sessions.Session:
+def ready(tmux: Tmux, cfg: Config, slug: str) -> PaneSession:
     """Wait until the fake claude in SLUG shows its composer; return the session."""
-    def check() -> sessions.Session | None:
+    def check() -> PaneSession | None:
         session = sessions.find(tmux, cfg, slug)
         screen = tmux.capture(session.pane.pane_id, colours=False)
         return session if "❯\u00a0" in screen else None
     return wait_until(check, message=f"{slug} shows the composer")
 
 
-def start(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str) -> sessions.Session:
+def start(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str) -> PaneSession:
     result = cli("new", str(project(tmp_path, slug.lower())), "--slug", slug)
     assert result.code == 0, result.err
     assert result.out.strip() == slug

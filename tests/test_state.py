@@ -21,7 +21,7 @@ import pytest
 
 from cbos import state as st
 from cbos.dialog import parse_dialog
-from cbos.hooks import HookEvent, parse_line
+from cbos.events import HookEvent, parse_line
 from cbos.procs import Proc, ProcTable
 from cbos.state import Phase, Signals, State, StatusFile, ToolProc, Track
 
@@ -35,7 +35,7 @@ MAIN_PID = 19909  # the claude of every scenario up to "exit" (ps_tool_running.t
 
 
 def to_event(record: Mapping[str, Any]) -> HookEvent:
-    """A recording line as cbos's own hook writes it, read back by hooks.parse_line."""
+    """A recording line as cbos's own hook writes it, read back by events.parse_line."""
     line = json.dumps({"ts": record["ts"], "cbos_session": record["cbos_session"],
                        "tmux_pane": record["tmux_pane"], "claude_pid": str(record["pppid"]),
                        "payload": record["payload"]})

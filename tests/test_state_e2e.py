@@ -8,19 +8,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cbos import config as config_mod
-from cbos import hooks
+from cbos.events import read_recent
 from cbos.tmux import Tmux
-from tests.conftest import CliResult
-from tests.waiting import wait_until
-
-Cli = Callable[..., CliResult]
+from tests.support import Cli, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -105,12 +101,12 @@ def test_denied_permission_goes_back_to_waiting_without_any_hook(
     project = start(cli, tmp_path, "DENY")
     assert cli("send", "DENY", f"WRITE {project / 'no.txt'}").code == 0
     wait_state(cli, "DENY", "permission")
-    events_before = len(hooks.read_recent(config_mod.load()))
+    events_before = len(read_recent(config_mod.load()))
     assert cli("answer", "DENY", "no").code == 0
     view = wait_state(cli, "DENY", "waiting", reason="denied")
     assert "Write" in view["reason"]
     # As recorded: a deny fires no hook at all; the status file alone said so.
-    assert len(hooks.read_recent(config_mod.load())) == events_before
+    assert len(read_recent(config_mod.load())) == events_before
     assert not (project / "no.txt").exists()
 
 
@@ -138,7 +134,7 @@ def test_auto_mode_dialog_without_permission_request(
     project = start(cli, tmp_path, "AUTO", "--permission-mode", "auto")
     assert cli("send", "AUTO", f"WRITE {project / 'a.txt'}").code == 0
     view = wait_state(cli, "AUTO", "permission", timeout=8)
-    names = [e.name for e in hooks.read_recent(config_mod.load())]
+    names = [e.name for e in read_recent(config_mod.load())]
     assert "PermissionRequest" not in names
     assert view["dialog"] is not None
     assert cli("answer", "AUTO", "1").code == 0

@@ -21,11 +21,11 @@ from cbos import config as config_mod
 from cbos import statusline
 from cbos.engine import Engine
 from tests.conftest import CliResult
+from tests.support import start_session, wait_until
 from tests.test_notify import pump
-from tests.test_plugin import Client, start_session
+from tests.test_plugin import Client
 from tests.test_plugin import attach as attach  # a fixture: a client on a pty
 from tests.test_plugin import quick_fake as quick_fake  # a fixture: quicker fake claude
-from tests.waiting import wait_until
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cbos"
 TMUX_MODULE = PACKAGE / "tmux.py"
@@ -126,7 +126,7 @@ def test_every_tmux_command_cbos_runs_starts_in_tmux_py(
         attach: Callable[..., Client]) -> None:
     tmux.cmd("new-session", "-d", "-s", "home", "-x", "160", "-y", "40")
     client = attach(server.socket_name, "home")
-    pane = start_session(cli, tmux, tmp_path, "AUTH")
+    pane = start_session(cli, tmux, tmp_path, "AUTH").pane_id
     assert cli("send", "AUTH", "SAY hello").code == 0
     assert cli("buffer", "AUTH").code == 0
     assert json.loads(cli("ls", "--json").out)[0]["slug"] == "AUTH"

@@ -8,7 +8,6 @@ would. The host is another server, so `a` takes the outside-tmux path: the TUI p
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
@@ -18,13 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from cbos import config as config_mod
-from cbos import sessions
 from cbos.tmux import Tmux
-from tests.conftest import CliResult
-from tests.waiting import wait_until
+from tests.support import Cli, prompts, start_session, wait_until
 
-Cli = Callable[..., CliResult]
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -42,25 +37,6 @@ def host() -> Iterator[Tmux]:
     server.cmd("kill-server", check=False)
     if path:
         Path(path[0]).unlink(missing_ok=True)
-
-
-def prompts(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return [json.loads(line)["prompt"] for line in path.read_text().splitlines()]
-
-
-def start_session(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str) -> Path:
-    project = tmp_path / slug.lower()
-    project.mkdir(exist_ok=True)
-    result = cli("new", str(project), "--slug", slug)
-    assert result.code == 0, result.err
-
-    def composer() -> bool:
-        session = sessions.find(tmux, config_mod.load(), slug)
-        return "❯\u00a0" in tmux.capture(session.pane.pane_id, colours=False)
-    wait_until(composer, message=f"{slug} shows the composer")
-    return project
 
 
 def cbos_command(socket: str, *options: str) -> str:
@@ -122,7 +98,7 @@ class Tui:
 def test_the_tui_lists_previews_sends_interrupts_answers_attaches_and_kills(
         cli: Cli, fake_claude: Path, tmux: Tmux, host: Tmux, tmp_path: Path,
         private_home: Path, prompt_log: Path) -> None:
-    auth = start_session(cli, tmux, tmp_path, "AUTH")
+    auth = start_session(cli, tmux, tmp_path, "AUTH").project
     start_session(cli, tmux, tmp_path, "DOCS")
     assert tmux.socket_name is not None
     tui = Tui.start(host, "ui", cbos_command(tmux.socket_name),

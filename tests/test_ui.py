@@ -24,8 +24,7 @@ from cbos.dialog import Dialog, Option
 from cbos.model import SessionView, Snapshot
 from cbos.state import State
 from cbos.tmux import Tmux
-from tests.conftest import CliResult
-from tests.waiting import wait_until
+from tests.support import Cli, prompts, start_session, wait_until
 
 NOW = 1_700_000_000.0
 WIDE = (120, 24)
@@ -381,14 +380,14 @@ def test_n_starts_a_session_at_a_typed_path() -> None:
 
 def test_detail_view_shows_every_field() -> None:
     v = view("AUTH", State.WORKING, "Bash running: make (pid 77)", ago=125, pid=4242,
-             claude_session_id="3f2a-uuid", usage={"cost_usd": 0.42})
+             claude_session_id="3f2a-uuid")
     r = make_room(v)
     r.press("d")
     text = joined(r.room, (120, 30))
     for expected in ("slug           AUTH", "path           /srv/code/auth", "◑ working",
                      "Bash running: make (pid 77)", "(2m ago)", "pid            4242",
                      "claude session 3f2a-uuid", "tmux           AUTH:1.0 (%4)",
-                     "usage          cost_usd 0.42", "AUTH · /srv/code/auth · working 2m"):
+                     "AUTH · /srv/code/auth · working 2m"):
         assert expected in text
     r.press("l")
     assert "claude session" not in joined(r.room)
@@ -531,27 +530,11 @@ class Harness(NamedTuple):
         self.app.loop.process_input(list(keys))
 
 
-Cli = Callable[..., CliResult]
 
 
 @pytest.fixture
 def prompt_log(quiet_fake: Path) -> Path:
     return quiet_fake
-
-
-def start_session(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str) -> Path:
-    project = tmp_path / slug.lower()
-    project.mkdir()
-    result = cli("new", str(project), "--slug", slug)
-    assert result.code == 0, result.err
-    from cbos import sessions
-    from cbos.config import load
-
-    def composer() -> bool:
-        session = sessions.find(tmux, load(), slug)
-        return "❯\u00a0" in tmux.capture(session.pane.pane_id, colours=False)
-    wait_until(composer, message=f"{slug} shows the composer")
-    return project
 
 
 @pytest.fixture
@@ -565,12 +548,6 @@ def harness(fake_claude: Path, tmux: Tmux, prompt_log: Path) -> Iterator[Harness
     app = App(engine, screen=screen_)
     yield Harness(app, screen_)
     app.stop()
-
-
-def prompts(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return [json.loads(line)["prompt"] for line in path.read_text().splitlines()]
 
 
 def test_the_loop_lists_sessions_and_previews_the_selected_screen_live(
@@ -595,7 +572,7 @@ def test_the_loop_lists_sessions_and_previews_the_selected_screen_live(
 
 def test_the_loop_refuses_typing_into_a_dialog_and_answers_it(
         cli: Cli, harness: Harness, tmux: Tmux, tmp_path: Path, prompt_log: Path) -> None:
-    project = start_session(cli, tmux, tmp_path, "ASK")
+    project = start_session(cli, tmux, tmp_path, "ASK").project
     h = harness
     h.app.start()
     h.wait(lambda t: "ASK" in t, "the session listed")

@@ -39,10 +39,8 @@ from cbos.model import SessionView
 from cbos.state import State
 from cbos.tmux import Tmux
 from cbos.web import WebServer
-from tests.conftest import CliResult
-from tests.waiting import wait_until
+from tests.support import Cli, prompts, wait_until
 
-Cli = Callable[..., CliResult]
 Message = dict[str, Any]
 
 
@@ -218,12 +216,6 @@ def wait_composer(harness: Harness, ws: ClientConnection, slug: str) -> None:
         reply = ask(ws, {"type": "get_buffer", "session": slug})
         return reply["type"] == "buffer" and "❯\u00a0" in reply["data"]
     wait_until(ready, timeout=20, message=f"{slug} shows its composer")
-
-
-def prompts(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return [json.loads(line)["prompt"] for line in path.read_text().splitlines()]
 
 
 # -- raw handshakes ------------------------------------------------------------------------
@@ -563,6 +555,37 @@ def test_resume_with_since_replays_then_goes_live_without_overlap(
                                 "since": {"RES": 0}}))
             assert recv(ws)["type"] == "subscribed"
             check_contiguous(collect_stream(ws, "RES", final), 0, log.read_bytes())
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_subscribe_without_since_goes_live_exactly_where_it_says(
+        tmux: Tmux, start_web: Callable[..., Harness]) -> None:
+    harness = start_web()
+    log = harness.log("LIVE")
+    append(log, lines(0, 100))
+    wait_until(lambda: "LIVE" in harness.engine.tail.slugs(), message="tail follows LIVE")
+    stop = threading.Event()
+
+    def writer() -> None:  # output keeps coming while the client subscribes
+        n = 1000
+        while not stop.is_set():
+            append(log, lines(n, 1))
+            n += 1
+            stop.wait(0.001)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        with client(harness) as ws:
+            greeted(ws)
+            start = ask(ws, {"type": "subscribe", "sessions": ["LIVE"]})["offsets"]["LIVE"]
+            wait_until(lambda: log.stat().st_size > start + 5000, message="more output")
+            stop.set()
+            thread.join()
+            got = collect_stream(ws, "LIVE", log.stat().st_size)
+            check_contiguous(got, start, log.read_bytes())
     finally:
         stop.set()
         thread.join()

@@ -87,7 +87,8 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
 
     the_core = ctx.core()
     # Tokens and cost from each transcript, memory and CPU from the process table.
-    views = [model.with_usage(v, transcript.usage_for(v, the_core.board.procs))
+    procs = the_core.board.procs
+    views = [model.with_usage(v, transcript.usage_for(v.claude_session_id, v.pid, procs))
              for v in _in_group(ctx, the_core.snapshot().sessions, args.group)]
     warning = auth.expiry_warning(auth.credential())
     if warning and not args.json:
@@ -199,9 +200,11 @@ def cmd_attach(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_wait(args: argparse.Namespace, ctx: Context) -> int:
     from cbos import waiting
+    from cbos.core import Core
 
     wanted = parse_states(args.state)
-    reached = waiting.wait_for(ctx.core(), args.slug, wanted, args.timeout)
+    # A fresh Core: wait_for reads the events backlog itself, once.
+    reached = waiting.wait_for(Core(ctx.config, ctx.tmux), args.slug, wanted, args.timeout)
     if reached is None:
         print(f"cbos: {args.slug} did not reach {','.join(sorted(wanted))} within "
               f"{args.timeout:g}s", file=sys.stderr)
@@ -227,35 +230,35 @@ def cmd_tail(args: argparse.Namespace, ctx: Context) -> int:
     session = ctx.core().session(args.slug)
     colours = sys.stdout.isatty()
     try:
-        if args.raw:
+        if args.raw and not args.follow:
             sys.stdout.buffer.write(tail_bytes(ctx.config.log_path(session.slug), args.lines))
             sys.stdout.flush()
-            if args.follow:
-                follow.raw(ctx.config, session.slug, sys.stdout.buffer)
+        elif args.raw:
+            follow.raw(ctx.config, session.slug, sys.stdout.buffer, args.lines)
+        elif not args.follow:
+            print(ctx.tmux.capture(session.pane.pane_id, colours=colours, lines=args.lines),
+                  flush=True)
         else:
-            screen = ctx.tmux.capture(session.pane.pane_id, colours=colours, lines=args.lines)
-            print(screen, flush=True)
-            if args.follow:
-                follow.rendered(ctx.config, ctx.tmux, session.slug, session.pane.pane_id,
-                                screen.splitlines(), colours)
+            follow.rendered(ctx.config, ctx.tmux, session.slug, session.pane.pane_id,
+                            colours, args.lines, sys.stdout)
     except KeyboardInterrupt:
         pass  # Ctrl+C is how `tail -f` ends: not an error
     return 0
 
 
-def tail_bytes(path: Path, lines: int | None, max_bytes: int = 1 << 20) -> bytes:
-    """The last ``lines`` lines (or last ``max_bytes``) of a log, read from its end."""
+def tail_bytes(path: Path, lines: int | None) -> bytes:
+    """The last ``lines`` lines (or last :data:`cbos.follow.SHOWN_BYTES`) of a log."""
+    from cbos.follow import SHOWN_BYTES, last_lines
+
     try:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
+            fh.seek(max(0, size - SHOWN_BYTES))
             data = fh.read()
     except FileNotFoundError:
         raise CbosError(f"no log at {path}; the session has printed nothing yet") from None
-    if lines is not None:
-        data = b"".join(data.splitlines(keepends=True)[-lines:])
-    return data
+    return last_lines(data, lines)
 
 
 def register(sub: Subparsers) -> None:

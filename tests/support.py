@@ -1,0 +1,75 @@
+"""What many test files share: one retry helper, the fake claude's prompt log, and a
+session started the way a person would (`cbos new`, then its composer on screen)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+from cbos import config as config_mod
+from cbos import sessions
+from cbos.tmux import Tmux
+from tests.conftest import CliResult
+
+T = TypeVar("T")
+Cli = Callable[..., CliResult]
+COMPOSER = "❯\u00a0"  # Claude's empty prompt line
+
+
+def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
+               message: str = "") -> T:
+    """Call ``condition`` until it returns something truthy; return that, or fail.
+
+    Exceptions raised by ``condition`` count as "not yet" (the thing may not exist yet);
+    the last one is reported if time runs out. Tests synchronise with this, never a sleep.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as exc:  # retried, reported on timeout
+            last_error = exc
+        if time.monotonic() > deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise AssertionError(f"timed out after {timeout}s: {message}{detail}")
+        time.sleep(interval)
+
+
+def received(path: Path) -> list[dict[str, Any]]:
+    """Each prompt the fake claude reported to ``path`` (FAKE_CLAUDE_LOG), oldest first."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def prompts(path: Path) -> list[str]:
+    """The text of each prompt the fake claude received."""
+    return [entry["prompt"] for entry in received(path)]
+
+
+class Started(NamedTuple):
+    project: Path
+    pane_id: str
+
+
+def start_session(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str,
+                  timeout: float = 15.0) -> Started:
+    """``cbos new`` in a fresh project dir, then wait until claude shows its composer
+    (keys typed before that are lost)."""
+    project = tmp_path / slug.lower()
+    project.mkdir(exist_ok=True)
+    result = cli("new", str(project), "--slug", slug)
+    assert result.code == 0, result.err
+
+    def composer() -> str | None:
+        pane = sessions.find(tmux, config_mod.load(), slug).pane.pane_id
+        return pane if COMPOSER in tmux.capture(pane, colours=False) else None
+
+    pane = wait_until(composer, timeout=timeout, message=f"{slug} shows the composer")
+    return Started(project, pane)
