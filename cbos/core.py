@@ -15,7 +15,7 @@ from pathlib import Path
 from cbos import hooks, registry, sessions
 from cbos import state as st
 from cbos.config import Config
-from cbos.dialog import Dialog, answer_keys, parse_dialog
+from cbos.dialog import Dialog, answer_keys, blocking_notice, parse_dialog
 from cbos.errors import RefusedError, TmuxError
 from cbos.events import HookEvent, read_recent
 from cbos.model import Board, SessionView, Snapshot, read_status_files
@@ -34,6 +34,19 @@ class Gathered:
     procs: ProcTable
     status_files: dict[int, st.StatusFile]
     tmux_up: bool
+
+
+def may_show_blocker(view: SessionView, notice: str = "", waiting: bool = True) -> bool:
+    """Whether a session's screen is worth a capture for a dialog or a blocking notice:
+    it asks already, or a live claude is idle (before SessionStart a dialog is the only
+    sign), or waiting (its next output may be a dialog no hook announces), or a notice
+    holds it. Busy sessions are left alone; ``waiting=False`` leaves waiting ones alone
+    too (a one-shot command has no output to tell which of them moved)."""
+    if view.state is st.State.PERMISSION or notice:
+        return True
+    if view.pid is None or view.reason.startswith(st.EXITING):
+        return False
+    return view.state is st.State.IDLE or (waiting and view.state is st.State.WAITING)
 
 
 class Core:
@@ -97,25 +110,43 @@ class Core:
             registry.remember(self.config, self.board.conversations())
 
     def read_dialogs(self, only: Sequence[str] | None = None) -> None:
-        """Read the dialog off the screen of sessions that (may) show one.
+        """Read the screens of sessions that may show a dialog or a blocking notice.
 
-        Only sessions the other signals put in ``permission`` are captured: one capture
-        each, never one per session per refresh.
+        Those are the sessions in ``permission``, and live claudes other signals call
+        ``idle`` (a startup dialog comes before any hook or status file; "not logged in"
+        after SessionStart) or that a notice already holds: one capture each, and none
+        for sessions at work.
         """
         snapshot = self.board.snapshot()
+        wanted: dict[str, str] = {}
         for view in snapshot.sessions:
             if only is not None and view.slug not in only:
                 continue
-            if view.state is st.State.PERMISSION:
-                self.board.set_dialog(view.slug, self._dialog_on_screen(view.pane_id))
+            if may_show_blocker(view, self.board.notices.get(view.slug, ""), waiting=False):
+                wanted[view.slug] = view.pane_id
             else:
                 self.board.set_dialog(view.slug, None)
+        for slug, found in self.read_screens(wanted).items():
+            self.board.set_screen(slug, *found)
+
+    def read_screens(self, panes: Mapping[str, str]) -> dict[str, tuple[Dialog | None, str]]:
+        """The dialog and blocking notice on each screen (``{slug: pane_id}``), read with
+        one tmux call however many there are."""
+        if not panes:
+            return {}
+        try:
+            texts = self.tmux.capture_many(list(panes.values()))
+        except TmuxError:
+            texts = {}
+        return {slug: (parse_dialog(texts[pane]), blocking_notice(texts[pane]))
+                if pane in texts else (None, "") for slug, pane in panes.items()}
+
+    def read_screen(self, pane_id: str) -> tuple[Dialog | None, str]:
+        """The dialog and the blocking notice on a pane's screen (one capture)."""
+        return self.read_screens({pane_id: pane_id})[pane_id]
 
     def _dialog_on_screen(self, pane_id: str) -> Dialog | None:
-        try:
-            return parse_dialog(self.tmux.capture(pane_id, colours=False))
-        except TmuxError:
-            return None
+        return self.read_screen(pane_id)[0]
 
     def snapshot(self) -> Snapshot:
         return self.board.snapshot()

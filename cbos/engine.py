@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from cbos import logs, registry, statusline
 from cbos import state as st
 from cbos.config import Config
-from cbos.core import Core, Gathered
+from cbos.core import Core, Gathered, may_show_blocker
 from cbos.errors import CbosError, RefusedError
 from cbos.events import Events
 from cbos.model import SessionView, Snapshot
@@ -93,6 +93,10 @@ class Engine:
         self._last_refresh = 0.0
         self._last_pipe_check = 0.0
         self._snapshot: Snapshot | None = None
+        self._screen_reads: set[str] = set()  # slugs whose screen is being read
+        self._screen_again: set[str] = set()  # ... and read again when that is done
+        self._seen: set[str] = set()  # slugs whose screen was looked at once
+        self.captures = 0  # screens read so far (bench/state.py reports the rate)
         self.snapshot_listeners: list[SnapshotListener] = []
         self.output_listeners: list[OutputListener] = []
         self.error_listeners: list[Callable[[str], None]] = []
@@ -132,7 +136,18 @@ class Engine:
         self.remember()
         self._last_refresh = time.monotonic()
         self.refresh_dialogs()
+        self._look_at_new_sessions()
         self.publish()
+
+    def _look_at_new_sessions(self) -> None:
+        """Read once the screen of every session seen for the first time that may show a
+        startup dialog (it may have been drawn before its output was piped to cbos)."""
+        board = self.core.board
+        new = [v.slug for v in board.snapshot().sessions if v.slug not in self._seen
+               and may_show_blocker(v, board.notices.get(v.slug, ""), waiting=False)]
+        self._seen = set(board.sessions)
+        if new:
+            self.refresh_dialogs(new)
 
     def tick(self) -> None:
         """About once a second: a refresh when due, the tail's slow checks, and the clock
@@ -224,11 +239,14 @@ class Engine:
                 board.note_output(chunk.slug, chunk.ts)
         for listener in self.output_listeners:
             listener(chunks)
-        # A dialog that is answered, or appears, shows on screen first.
-        asking = {c.slug for c in chunks if (v := self.view(c.slug)) is not None
-                  and v.state is st.State.PERMISSION}
-        if asking:
-            self.refresh_dialogs(sorted(asking))
+        # A dialog that is answered, or appears, shows on screen first; so do the startup
+        # dialogs and "Not logged in", which no hook announces. Only panes whose log
+        # moved are read, and only those that are not at work.
+        notices = board.notices
+        moved = {c.slug for c in chunks if (v := self.view(c.slug)) is not None
+                 and may_show_blocker(v, notices.get(c.slug, ""))}
+        if moved:
+            self.refresh_dialogs(sorted(moved))
 
     def read_events(self) -> None:
         fresh = self.events.read()
@@ -264,6 +282,7 @@ class Engine:
                 self._last_pipe_check = time.monotonic()
                 self._check_pipes(gathered)
             self.refresh_dialogs()
+            self._look_at_new_sessions()
             self.publish()
 
         self.run(gather, done)
@@ -283,25 +302,48 @@ class Engine:
         self.tail.check_pipes(gathered.procs, live)
 
     def refresh_dialogs(self, only: list[str] | None = None) -> None:
-        """Capture the screens of sessions in ``permission`` (worker), then read dialogs."""
-        snapshot = self.core.board.snapshot()
-        wanted = [v for v in snapshot.sessions if v.state is st.State.PERMISSION
-                  and (only is None or v.slug in only)]
+        """Capture screens (SCREEN lane) and read their dialogs and notices: every
+        session in ``permission``, or the sessions in ``only`` that may show one.
+
+        One read per session is in flight at a time; output that arrives meanwhile asks
+        for one more read after it, so a pane that prints fast costs one capture per
+        round trip, not one per chunk, and its last screen is always read.
+        """
+        board = self.core.board
+        snapshot = board.snapshot()
+        views = {v.slug: v for v in snapshot.sessions}
         for view in snapshot.sessions:
-            if view.state is not st.State.PERMISSION and self.core.board.dialogs.get(view.slug):
-                self.core.board.set_dialog(view.slug, None)
-        if not wanted:
+            if view.state is not st.State.PERMISSION and board.dialogs.get(view.slug):
+                board.set_dialog(view.slug, None)
+        if only is None:
+            wanted = {slug for slug, v in views.items() if v.state is st.State.PERMISSION}
+        else:
+            wanted = {slug for slug in only if slug in views and may_show_blocker(
+                views[slug], board.notices.get(slug, ""))}
+        busy = wanted & self._screen_reads
+        self._screen_again |= busy
+        fresh = sorted(wanted - busy)
+        if not fresh:
             return
+        self._screen_reads.update(fresh)
+        panes = {slug: views[slug].pane_id for slug in fresh}
         core = self.core
 
-        def read() -> dict[str, Any]:
-            return {v.slug: core._dialog_on_screen(v.pane_id) for v in wanted}
+        def read() -> dict[str, tuple[Any, str]]:
+            return core.read_screens(panes)
 
         def done(outcome: Outcome) -> None:
+            self._screen_reads.difference_update(panes)
+            self.captures += len(panes)
             if outcome.ok:
-                for slug, dialog in outcome.value.items():
-                    core.board.set_dialog(slug, dialog)
+                for slug, (dialog, notice) in outcome.value.items():
+                    if slug in board.sessions:
+                        board.set_screen(slug, dialog, notice)
                 self.publish()
+            again = sorted(self._screen_again & set(panes))
+            self._screen_again.difference_update(again)
+            if again:
+                self.refresh_dialogs(again)
 
         self.run(read, done, SCREEN)
 

@@ -94,6 +94,8 @@ class Board:
     sessions: dict[str, PaneSession] = field(default_factory=dict)  # by slug
     status_files: dict[int, st.StatusFile] = field(default_factory=dict)  # by claude pid
     dialogs: dict[str, Dialog | None] = field(default_factory=dict)  # by slug
+    notices: dict[str, str] = field(default_factory=dict)  # by slug: "not logged in: …"
+    dialog_seen: dict[str, float] = field(default_factory=dict)  # by slug: first read
     procs: ProcTable | None = None
     tmux_up: bool = True
     _version: int = 0
@@ -118,6 +120,17 @@ class Board:
 
     def set_dialog(self, slug: str, dialog: Dialog | None) -> None:
         self.dialogs[slug] = dialog
+
+    def set_screen(self, slug: str, dialog: Dialog | None, notice: str) -> None:
+        """What a capture of the session's screen showed: a dialog, a blocking notice."""
+        before = self.dialogs.get(slug)
+        if dialog is None:
+            self.dialog_seen.pop(slug, None)
+        elif before is None or (before.question, before.options) != (dialog.question,
+                                                                      dialog.options):
+            self.dialog_seen[slug] = time.time()
+        self.dialogs[slug] = dialog
+        self.notices[slug] = notice
 
     def conversations(self) -> dict[str, tuple[str, str]]:
         """{slug: (path, Claude session id)} of the sessions whose id the board knows.
@@ -158,7 +171,9 @@ class Board:
             pane_dead=session.pane.dead, dead_status=session.pane.dead_status,
             dead_signal=session.pane.dead_signal,
             last_output=self.last_output.get(session.slug),
-            dialog=self.dialogs.get(session.slug), stall_seconds=self.stall_seconds,
+            dialog=self.dialogs.get(session.slug), notice=self.notices.get(session.slug, ""),
+            dialog_since=self.dialog_seen.get(session.slug),
+            stall_seconds=self.stall_seconds,
         )
         verdict = st.infer(signals)
         if session.pane.foreign_pipe and not session.pane.dead:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # annotations only: the status line never reads a dialog
 
 
 class State(enum.StrEnum):
-    WAITING = "waiting"  # the turn ended; Claude waits for a prompt
+    WAITING = "waiting"  # the turn ended (or cannot start: not logged in); needs the person
     PERMISSION = "permission"  # Claude asks to approve a tool or answer, or a dialog is open
     THINKING = "thinking"  # prompt submitted, the model is generating, no tool running
     WORKING = "working"  # a tool is running
@@ -535,6 +535,8 @@ class Signals:
     dead_since: float | None = None
     last_output: float | None = None  # newest output in the pane's log
     dialog: Dialog | None = None  # parse_dialog() of the screen, when it was read
+    notice: str = ""  # blocking_notice() of the screen: "not logged in: run /login"
+    dialog_since: float | None = None  # when cbos first read this dialog off the screen
     stall_seconds: float = 600.0  # 0 disables the stall rule
 
     @property
@@ -609,8 +611,14 @@ def _dialog_reason(dialog: Dialog) -> str:
     if dialog.kind == "question":
         return f"asks: {_clip(dialog.question)}"
     if dialog.kind == "dialog":
-        return f"dialog: {_clip(dialog.title or dialog.question)}"
-    return _clip(dialog.question)
+        question = dialog.question
+        if len(question) > REASON_WIDTH and "?" in question:
+            # Too long for a reason: the sentence that asks ("Is this a directory you
+            # created or one you trust?"), without the ones that lead to it.
+            asking = [part for part in re.split(r"(?<=[.!?])\s+", question) if "?" in part]
+            question = asking[-1]
+        return f"dialog: {_clip(question or dialog.title)}"
+    return _clip(dialog.question or dialog.title or "a dialog is open")
 
 
 def _background(track: Track | None) -> str:
@@ -631,13 +639,36 @@ def _joined(*parts: str) -> str:
 def _finished_reason(track: Track) -> str:
     if track.phase == Phase.FAILED:
         message = _clip(track.last_message, 48)
-        return _joined(f"API error: {track.error}", f'"{message}"' if message else "")
+        return _joined(api_error_text(track.error, track.last_message),
+                       f'"{message}"' if message else "")
     if track.phase == Phase.INTERRUPTED:
         return "interrupted (Esc)"
     if track.phase == Phase.COMPACTED:
         return "compacted"
     message = _clip(track.last_message)
     return f'done: "{message}"' if message else "done"
+
+
+# StopFailure's ``error`` in words a person acts on (2.1.328 sends these names; the
+# recording saw "rate_limit" for a 429 and "unknown" for a 400).
+_API_ERRORS: Final = {
+    "rate_limit": "rate limited", "overloaded": "overloaded", "overloaded_error": "overloaded",
+    "authentication_failed": "credentials expired or invalid: run /login",
+    "authentication_error": "credentials expired or invalid: run /login",
+    "billing_error": "billing problem: check your plan", "invalid_request": "request rejected",
+    "server_error": "server error", "max_output_tokens": "reply too long",
+    "unknown": "request failed",
+}
+_HTTP_CODE = re.compile(r"(?:API Error:?\s*|\()([1-5]\d\d)\b")
+
+
+def api_error_text(error: str, message: str) -> str:
+    """``API error 429: rate limited``: the HTTP status Claude printed (if any) and the
+    cause, from StopFailure's ``error`` and ``last_assistant_message``."""
+    match = _HTTP_CODE.search(message)
+    code = f" {match.group(1)}" if match else ""
+    words = _API_ERRORS.get(error, error.replace("_", " ") or "request failed")
+    return f"API error{code}: {words}"
 
 
 _END_REASONS: Final = {"prompt_input_exit": "quit at the prompt", "logout": "logged out",
@@ -674,7 +705,20 @@ def infer(signals: Signals) -> Verdict:
                                            f"it {ended}" if ended else ""), since)
     sf = s.status if s.status is not None and s.status.pid == s.claude_pid else None
     verdict = _from_hooks(s, track, sf) if track is not None else _without_hooks(s, sf)
-    return _stalled(s, track, verdict)
+    return _stalled(s, track, _blocked(s, track, verdict))
+
+
+def _blocked(s: Signals, t: Track | None, verdict: Verdict) -> Verdict:
+    """A session that cannot go on until its person acts (blockers/no-credentials: the
+    screen says ``Not logged in · run /login``, every prompt would fail) waits for them,
+    whatever the hooks say: it is never "no turn yet". A turn that ended well since
+    proves the notice stale."""
+    if not s.notice or verdict.state not in (State.IDLE, State.WAITING):
+        return verdict
+    if t is not None and t.phase not in (Phase.NONE, Phase.FAILED):
+        return verdict
+    detail = _finished_reason(t) if t is not None and t.phase == Phase.FAILED else ""
+    return Verdict(State.WAITING, _joined(s.notice, detail), verdict.since)
 
 
 def _exited(s: Signals, track: Track | None) -> Verdict:
@@ -862,8 +906,10 @@ def _without_hooks(s: Signals, sf: StatusFile | None) -> Verdict:
     suffix = " (no hook events)"
     if sf is None:
         if s.dialog is not None:
+            # A startup dialog (blockers/trust): nothing dates it but the read that found
+            # it; claude's start would be too early (keys in its first second are lost).
             return Verdict(State.PERMISSION, _dialog_reason(s.dialog),
-                           s.claude_started or s.now)
+                           s.dialog_since or s.claude_started or s.now)
         if s.tools:
             proc = s.tools[-1]
             return Verdict(State.WORKING, _running("", "", proc) + suffix,

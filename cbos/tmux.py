@@ -12,6 +12,7 @@ status line's or the first paint's start-up budget.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -342,6 +343,37 @@ class Tmux:
         if lines is not None:
             out = out[-lines:]
         return "\n".join(out)
+
+    def capture_many(self, pane_ids: list[str], colours: bool = False) -> dict[str, str]:
+        """The visible screens of several panes in one tmux call (a marker line after
+        each). If one pane is gone tmux stops there: the rest are captured one by one."""
+        if len(pane_ids) == 1:
+            return {pane_ids[0]: self.capture(pane_ids[0], colours)}
+        marker = "\x1f cbos capture of "
+        args: list[str] = []
+        for pane_id in pane_ids:
+            args += ["capture-pane", "-p", *(["-e"] if colours else []), "-t", pane_id, ";",
+                     "display-message", "-p", marker + pane_id.lstrip("%"), ";"]
+        screens: dict[str, str] = {}
+        try:
+            out = self.cmd(*args[:-1])
+        except TmuxError:
+            out = []
+        current: list[str] = []
+        for line in out:
+            if line.startswith(marker):
+                while current and not current[-1].strip():
+                    current.pop()
+                # "%" is left out of the marker: display-message expands it (strftime).
+                screens["%" + line[len(marker):].strip()] = "\n".join(current)
+                current = []
+            else:
+                current.append(line)
+        for pane_id in pane_ids:
+            if pane_id not in screens:
+                with contextlib.suppress(TmuxError):
+                    screens[pane_id] = self.capture(pane_id, colours)
+        return screens
 
     # -- attaching ------------------------------------------------------------------------
 

@@ -254,7 +254,7 @@ REPLAYS = [
                             ("MessageDisplay", T, "Background command"),
                             ("Stop", W, 'done: "OK"'))),
     Replay("api_error", steps(("UserPromptSubmit", T, "FAIL 400"),
-                              ("StopFailure", W, "API error: unknown"))),
+                              ("StopFailure", W, "API error 400: request failed"))),
     Replay("slash_expansion", steps(("UserPromptSubmit", T, "/hello"),
                                     ("UserPromptExpansion", T, "/hello"),
                                     ("Stop", W, "expanded-hello"),
@@ -349,7 +349,7 @@ SNAPS = [
     Snap("interrupt_tool", "8s after interrupt", W, "interrupted (Esc)"),
     Snap("agent", "16_after_agent", W, 'done: "OK"'),
     Snap("bg_bash", "after first Stop (bg task running)", W, "background: 1 shell running"),
-    Snap("api_error", "17_after_api_error", W, "API error: unknown"),
+    Snap("api_error", "17_after_api_error", W, "API error 400: request failed"),
     Snap("compact", "18_after_compact", W, "compacted"),
     # /add-dir's trust dialog fires no hook; the file says waiting / dialog open.
     Snap("add_dir", "19_add_dir_trust_dialog", P, "dialog"),
@@ -386,7 +386,7 @@ def test_trust_dialog_reason_names_the_directory_from_the_screen() -> None:
     screen = (FIXTURES / "screens" / "19_add_dir_trust_dialog.txt").read_text(encoding="utf-8")
     verdict = st.infer(signals(track, now, status=status_file(recorded, MAIN_PID),
                                dialog=parse_dialog(screen)))
-    assert verdict == st.Verdict(P, "dialog: Adding a new directory: /home/dev/rec/extra",
+    assert verdict == st.Verdict(P, "dialog: Is this a directory you created or one you trust?",
                                  recorded["statusUpdatedAt"] / 1000)
     # Without the screen the status file's own words are the reason.
     bare = st.infer(signals(track, now, status=status_file(recorded, MAIN_PID)))
@@ -574,8 +574,8 @@ def test_background_shell_after_stop_is_not_working() -> None:
 def test_stop_failure_is_waiting_with_the_error() -> None:
     failure = find("StopFailure", "api_error")
     verdict = st.infer(signals(track_at(failure.ts), failure.ts + 3))
-    assert verdict == st.Verdict(W, 'API error: unknown · "API Error: 400 mock failure 400"',
-                                 failure.ts)
+    assert verdict == st.Verdict(
+        W, 'API error 400: request failed · "API Error: 400 mock failure 400"', failure.ts)
 
 
 def test_claude_not_alive_in_a_live_pane_is_idle() -> None:
@@ -749,7 +749,7 @@ def test_a_dialog_on_screen_is_permission_even_without_hook_or_file() -> None:
     stop = find("Stop", "cwd_change")
     screen = (FIXTURES / "screens" / "19_add_dir_trust_dialog.txt").read_text(encoding="utf-8")
     verdict = st.infer(signals(track_at(stop.ts), stop.ts + 2, dialog=parse_dialog(screen)))
-    assert verdict.state == P and "Adding a new directory" in verdict.reason
+    assert verdict.state == P and "Is this a directory you created" in verdict.reason
 
 
 def test_subagent_events_do_not_end_the_main_turn() -> None:

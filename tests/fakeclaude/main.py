@@ -18,6 +18,7 @@ Prompts are a script for the fake model (first word, then the argument):
     WRITE path   Write tool behind a permission dialog (no dialog in acceptEdits/bypass)
     READ path    Read tool (fails like the recording when the file is missing)
     ASK question AskUserQuestion dialog (Alpha / Beta)
+    PLAN text    ExitPlanMode behind the plan-approval dialog (blockers/plan-approval)
     AGENT prompt background subagent, then a ``<task-notification>`` prompt
     SLOW n       20 lines streamed over n s      WAIT n   nothing for n s, then a reply
     THINK n      a thinking spinner for n s      FAIL [code]  API error -> StopFailure
@@ -27,7 +28,8 @@ Prompts are a script for the fake model (first word, then the argument):
 
 Environment knobs: FAKE_CLAUDE_SPEED (divides the delays that stand for model time),
 FAKE_CLAUDE_IDLE_NOTIFY_S, FAKE_CLAUDE_PERMISSION_NOTIFY_S, FAKE_CLAUDE_DIALOG_GRACE_S,
-FAKE_CLAUDE_LOG (JSON line per submitted prompt), FAKE_CLAUDE_ERROR_LOG (tracebacks of
+FAKE_CLAUDE_LOG (JSON line per submitted prompt), FAKE_CLAUDE_LOGGED_OUT=1 (no
+credentials: "Not logged in", every prompt fails), FAKE_CLAUDE_ERROR_LOG (tracebacks of
 the fake's own bugs; default ``<config>/fake-claude-errors.log``).
 """
 
@@ -66,7 +68,7 @@ from typing import IO, Any
 
 # Run as a script (the ``claude`` shim): the package is found from the project's root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.fakeclaude import screens
+from tests.fakeclaude import screens, startup
 
 VERSION = "2.1.328"
 DEFAULT_MODEL = "claude-opus-5-5"
@@ -605,6 +607,53 @@ class AskDialog(Dialog):
         return None
 
 
+class StartupDialog(Dialog):
+    """blockers/trust, blockers/mcp-json: drawn at the top of an empty screen, before
+    SessionStart and before the status file; ↑/↓ and Enter, no numbers."""
+
+    def __init__(self, draw: Callable[[int, int], list[str]], options: tuple[str, ...],
+                 selected: int, done: Callable[[int | None], None]) -> None:
+        super().__init__(list(options))
+        self.draw = draw
+        self.selected = selected
+        self.done = done
+
+    def lines(self, cols: int) -> list[str]:
+        return self.draw(cols, self.selected)
+
+    def key(self, key: str) -> Answer | None:
+        if key == "<enter>":
+            return Answer(str(self.selected))
+        if key == "<esc>":
+            return Answer(None)
+        self.move(key)
+        return None
+
+
+class PlanDialog(Dialog):
+    """blockers/plan-approval: ExitPlanMode. Taller than the recorded screen: its last
+    rows (the footer) are drawn below the pane's last row."""
+
+    waiting_for = "permission prompt"
+    hidden_rows = 2
+
+    def __init__(self) -> None:
+        super().__init__(list(screens.PLAN_OPTIONS))
+
+    def lines(self, cols: int) -> list[str]:
+        return screens.plan_approval(cols, self.selected)
+
+    def key(self, key: str) -> Answer | None:
+        if key in ("1", "2"):
+            return Answer("yes" if key == "1" else "no")
+        if key == "<enter>":
+            return Answer("yes" if self.selected == 0 else "no")
+        if key == "<esc>":
+            return Answer("no")
+        self.move(key)
+        return None
+
+
 # --------------------------------------------------------------------------- the fake
 
 
@@ -665,6 +714,10 @@ class FakeClaude:
         self.timers = Timers()
         self.turn: Turn | None = None
         self.dialog: Dialog | None = None
+        self.gates: list[StartupDialog] = []
+        # blockers/no-credentials: no API key and no login (the fake has no credentials,
+        # so a knob stands for their absence); every prompt fails with a 401.
+        self.logged_out = os.environ.get("FAKE_CLAUDE_LOGGED_OUT") == "1"
         self.queue: list[QueueItem] = []
         self.bg: list[BgTask] = []
         self.reap: list[subprocess.Popen[bytes]] = []
@@ -1178,6 +1231,8 @@ class FakeClaude:
             out.append("")  # no spinner while text streams
         else:
             effort = f"◐ {EFFORT} {MIDDOT} /effort"
+            if self.logged_out:  # blockers/no-credentials
+                effort = f"Not logged in {MIDDOT} run /login"
             out.append(" " * max(0, cols - len(effort) - 2) + effort)
         out.append(RULE * cols)
         out += self._composer_lines(cols)
@@ -1207,7 +1262,13 @@ class FakeClaude:
 
     def _frame(self) -> list[str]:
         rows, cols = self.rows, self.cols
+        if isinstance(self.dialog, StartupDialog):  # blockers/trust: at the top, alone
+            top = ["", *(clip_cells(line, cols) for line in self.dialog.lines(cols))][:rows]
+            return top + [""] * (rows - len(top))
         bottom = [clip_cells(line, cols) for line in self._bottom(cols)]
+        hidden = getattr(self.dialog, "hidden_rows", 0)
+        if hidden and len(bottom) > hidden:
+            bottom = bottom[:-hidden]  # blockers/plan-approval: below the last row
         if len(bottom) >= rows:
             return bottom[-rows:]
         room = rows - len(bottom)
@@ -1437,7 +1498,10 @@ class FakeClaude:
         self.dirty = True
         if answer is not None:
             self._close_dialog()
-            self._advance(answer.value)
+            if isinstance(dialog, StartupDialog):
+                dialog.done(None if answer.value is None else int(answer.value))
+            else:
+                self._advance(answer.value)
 
     # ------------------------------------------------------------------ prompts
 
@@ -1484,6 +1548,8 @@ class FakeClaude:
             self._start_turn(text, self._script_for(text))
 
     def _script_for(self, prompt: str) -> Script:
+        if self.logged_out:
+            return self._t_fail(401)
         match = re.match(r"([A-Z]+)(?:[ \t]+(.*))?\Z", prompt, re.S)
         word, arg = (match.group(1), match.group(2) or "") if match else ("", "")
         if word != "SAY":
@@ -1501,6 +1567,8 @@ class FakeClaude:
             return self._t_read(arg)
         if word == "ASK" and arg:
             return self._t_ask(arg)
+        if word == "PLAN" and arg:
+            return self._t_plan(arg)
         if word == "AGENT" and arg:
             return self._t_agent(arg)
         if word == "SLOW" and number is not None:
@@ -1805,6 +1873,10 @@ class FakeClaude:
         """timeline.md api_error: retries, then StopFailure; no Stop, no MessageDisplay."""
         yield Sleep(model_time(API_RETRIES_S))
         message = f"API Error: {code} mock failure {code}"
+        if code == 429:  # blockers/rate-limit
+            message = f"API Error: Request rejected (429) {MIDDOT} mock failure 429"
+        elif code == 401 and self.logged_out:
+            message = f"Invalid API key {MIDDOT} Please run /login"
         self._add_text_block(message)  # screens/17_after_api_error.txt
         self._tx_assistant([{"type": "text", "text": message}], "stop_sequence")
         if code == 429:
@@ -2196,6 +2268,38 @@ class FakeClaude:
         self._assistant(reply)
         self._stop(reply)
 
+    def _t_plan(self, plan: str) -> Script:
+        """blockers/plan-approval: ExitPlanMode behind its dialog; Esc or 2 rejects the plan
+        (no hook; the status file goes idle), 1 leaves plan mode and goes on."""
+        yield Sleep(model_time(TOOL_CALL_S))
+        tool_id = tool_use_id()
+        tool_input: dict[str, object] = {}  # recorded: ExitPlanMode's input arrives empty
+        self._tx_tool_use("ExitPlanMode", {"plan": plan}, tool_id)
+        # The verdict hangs under the prompt itself (blockers/plan-approval/after.txt).
+        block = self.blocks[-1] if self.blocks else self._add_block([])
+        reason = self._pre_tool("ExitPlanMode", tool_input, tool_id)
+        if reason is not None:
+            yield from self._blocked("ExitPlanMode", tool_input, tool_id, reason, block)
+            return
+        self._hook("PermissionRequest", self._payload("PermissionRequest", {
+            "tool_name": "ExitPlanMode", "tool_input": tool_input}, perm=True, effort=True))
+        answer = yield WaitDialog(PlanDialog())
+        if answer != "yes":
+            width = max(len(plan) + 4, 21)
+            block.lines += [f"{ELBOW}Rejected Claude's plan:", f"     ╭{'─' * width}╮",
+                            f"     │ {plan.ljust(width - 2)} │", f"     ╰{'─' * width}╯"]
+            self._tx_tool_result(tool_id, "The user doesn't want to proceed with this tool "
+                                 "use. The tool use was rejected.", True)
+            self._end_quietly()
+            return
+        self.permission_mode = "default"
+        self._post_tool("ExitPlanMode", tool_input, tool_id, {"plan": plan}, 1)
+        self._tx_tool_result(tool_id, "User has approved your plan.", False)
+        self._post_batch("ExitPlanMode", tool_input, tool_id, "approved")
+        yield Sleep(model_time(AFTER_TOOL_S))
+        self._assistant("plan approved")
+        self._stop("plan approved")
+
     def _t_ask(self, question: str) -> Script:
         """timeline.md ask_user; screens/13_ask_user_question.txt."""
         yield Sleep(model_time(TOOL_CALL_S))
@@ -2381,6 +2485,51 @@ class FakeClaude:
             signal.set_wakeup_fd(-1)
 
     def _startup(self) -> None:
+        """The startup dialogs first (no hook, no status file), then the session."""
+        self.gates = [*self._startup_dialogs()]
+        self._next_gate()
+
+    def _startup_dialogs(self) -> list[StartupDialog]:
+        path, folder = startup.claude_json(self.config_dir), self.project_dir
+        found: list[StartupDialog] = []
+        if startup.needs_trust(path, folder):
+            def trusted(choice: int | None) -> None:
+                if choice != 1:  # "No, exit" or Esc
+                    self._shutdown_quietly(1)
+                    return
+                startup.remember(path, folder, hasTrustDialogAccepted=True)
+                self._next_gate()
+
+            found.append(StartupDialog(lambda c, s: screens.trust(c, folder, s),
+                                       screens.TRUST_OPTIONS, 0, trusted))
+        for name in startup.new_mcp_servers(path, folder):
+            def decided(choice: int | None, name: str = name) -> None:
+                if choice == 0:
+                    startup.remember(path, folder, enabledMcpjsonServers=[name])
+                elif choice == 1:
+                    startup.remember(path, folder, enableAllProjectMcpServers=True)
+                else:
+                    startup.remember(path, folder, disabledMcpjsonServers=[name])
+                self._next_gate()
+
+            found.append(StartupDialog(lambda c, s, name=name: screens.mcp_servers(c, name, s),
+                                       screens.MCP_OPTIONS, 2, decided))
+        return found
+
+    def _next_gate(self) -> None:
+        if self.gates:
+            dialog = self.gates.pop(0)
+            dialog.shown_at = time.monotonic()
+            self.dialog = dialog  # no status file, no hook, no notification: none yet
+            self._render(full=True)
+            return
+        self._begin()
+
+    def _shutdown_quietly(self, code: int) -> None:
+        """Leaving at a startup dialog: no session began, so no SessionEnd."""
+        self.exit_code = code
+
+    def _begin(self) -> None:
         """timeline.md startup: SessionStart, the status file, InstructionsLoaded."""
         self.blocks = [self._banner()]
         self._load_history()
