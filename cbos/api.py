@@ -36,6 +36,7 @@ from typing import Any
 from cbos import config as config_mod
 from cbos import delegation, hooks, registry, sessions, transcript
 from cbos.core import Core
+from cbos.dialog import parse_dialog
 from cbos.errors import CbosError, NotFoundError, RefusedError, TmuxError, UsageError
 from cbos.events import HookEvent, read_recent
 from cbos.model import SessionView
@@ -337,7 +338,9 @@ def _result(config: config_mod.Config, slug: str, watch: TurnWatch, duration: fl
 def wait_composer(tmux: Tmux, panes: Mapping[str, str], timeout: float,
                   ) -> dict[str, str]:
     """Wait until each pane (by slug) shows Claude's empty composer; {slug: problem} for
-    those that did not (claude exited, the pane vanished, or time ran out)."""
+    those that did not (claude exited, the pane vanished, a dialog came first, or time ran
+    out). Startup dialogs (workspace trust, a project's MCP servers) fire no hook: only
+    the screen tells, and waiting longer would not help."""
     pending = dict(panes)
     problems: dict[str, str] = {}
     deadline = time.monotonic() + timeout
@@ -355,6 +358,10 @@ def wait_composer(tmux: Tmux, panes: Mapping[str, str], timeout: float,
             except TmuxError:
                 continue
             if COMPOSER in screen:
+                del pending[slug]
+            elif (dialog := parse_dialog(screen)) is not None:
+                problems[slug] = (f"a dialog waits before its prompt ({dialog.question}); "
+                                  f"answer it with `cbos answer {slug} CHOICE` or attach")
                 del pending[slug]
         if not pending:
             break
@@ -580,7 +587,8 @@ def delegate(config: config_mod.Config, tmux: Tmux, path: Path, task: str, *,
     if problem:
         return delegation.Delegation(
             session.slug, "", "failed", "", 0.0, 0, time.monotonic() - started,
-            (f"{session.slug} started, but {problem[session.slug]}",))
+            (f"{session.slug} started, but {problem[session.slug]}; the task was not "
+             f"sent: `cbos continue {session.slug} TASK` sends it under the same limits",))
     return run_turn(config, tmux, session.slug, task, record, started=started)
 
 
@@ -739,11 +747,15 @@ def _settle(core: Core, turn: _LimitedTurn) -> None:
 def _beyond_preset(core: Core, turn: _LimitedTurn, outcome: TurnOutcome) -> None:
     payload = outcome.event.payload if outcome.event is not None else {}
     tool_input = payload.get("tool_input")
-    if (turn.record.preset == "plan" and payload.get("tool_name") == "ExitPlanMode"
-            and isinstance(tool_input, Mapping)):
-        # Plan mode's end: the plan is the answer; Esc declines carrying it out.
-        plan = tool_input.get("plan")
-        turn.status, turn.reply = "done", plan if isinstance(plan, str) else turn.tally.text
+    if turn.record.preset == "plan" and payload.get("tool_name") == "ExitPlanMode":
+        # Plan mode's end: the plan is the answer; Esc declines carrying it out (as the
+        # recording answered it). The hook's tool_input is empty in 2.1.328: the plan is
+        # read from the transcript's tool call.
+        plan = tool_input.get("plan") if isinstance(tool_input, Mapping) else None
+        turn.tally.update()
+        turn.status = "done"
+        turn.reply = plan if isinstance(plan, str) and plan else (turn.tally.plan
+                                                                 or turn.tally.text)
         _answer_dialog(core, turn, "esc")
         return
     turn.reply = turn.tally.text

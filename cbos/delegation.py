@@ -24,6 +24,7 @@ does for ``chat``, on top of it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -104,6 +105,7 @@ class Tally:
     partial: bytes = b""
     tool_messages: set[str] = field(default_factory=set)
     text: str = ""
+    plan: str = ""  # the newest ExitPlanMode's plan (Claude's hook payload omits it)
 
     @property
     def turns(self) -> int:
@@ -138,6 +140,9 @@ class Tally:
             self.tool_messages.add(message_id)
         if text:
             self.text = text
+        plan = plan_of(entry)
+        if plan:
+            self.plan = plan
 
     def cost(self) -> tuple[float | None, str | None]:
         if self.path is None:
@@ -165,6 +170,20 @@ def message_acts(entry: Mapping[str, Any]) -> tuple[str, bool, str] | None:
     text = "\n".join(b["text"] for b in blocks
                      if b.get("type") == "text" and isinstance(b.get("text"), str))
     return key, acts, text
+
+
+def plan_of(entry: Mapping[str, Any]) -> str:
+    """The plan of an ExitPlanMode call in an assistant transcript line ("" if none)."""
+    message = entry.get("message")
+    content = message.get("content") if isinstance(message, Mapping) else None
+    for block in content if isinstance(content, list) else ():
+        if isinstance(block, Mapping) and block.get("type") == "tool_use" \
+                and block.get("name") == "ExitPlanMode":
+            tool_input = block.get("input")
+            plan = tool_input.get("plan") if isinstance(tool_input, Mapping) else None
+            if isinstance(plan, str):
+                return plan
+    return ""
 
 
 # -- the result -------------------------------------------------------------------------------
@@ -253,11 +272,21 @@ def load_records(config: config_mod.Config) -> dict[str, Record]:
 
 
 def save_record(config: config_mod.Config, slug: str, record: Record) -> None:
-    """Rewrite the file whole (temp file, rename); one writer per slug in practice."""
-    records = load_records(config)
-    records[slug] = record
+    """Rewrite the file whole (temp file, rename) under an ``flock`` on a lock file beside
+    it: delegations fanned out in parallel (threads, MCP calls, processes) must not lose
+    each other's records, or their ``continue`` would find no limits."""
     config_mod.ensure_dirs(config)
     path = _records_path(config)
+    lock = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                   0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _write_records(path, {**load_records(config), slug: record})
+    finally:
+        os.close(lock)  # closing releases the lock
+
+
+def _write_records(path: Path, records: Mapping[str, Record]) -> None:
     data = json.dumps({"version": 1, "delegations": {k: v.to_json()
                                                      for k, v in records.items()}},
                       indent=1) + "\n"

@@ -303,7 +303,8 @@ class Tools:
                  preset: PresetName | None = None, model: str | None = None,
                  max_cost: float | None = None, max_turns: int | None = None,
                  timeout: float = delegation.DEFAULT_TIMEOUT, context: str | None = None,
-                 on_permission: OnPermission = "deny") -> dict[str, Any]:
+                 on_permission: OnPermission = "deny", group: str | None = None,
+                 ) -> dict[str, Any]:
         chosen = self.guard.preset(preset)
         if slug is not None:
             self.guard.target(slug)
@@ -313,7 +314,7 @@ class Tools:
         limits = delegation.Limits(cap, max_turns, timeout, on_permission)
         result = api.delegate(self.config, self.tmux, Path(os.path.expanduser(path)), task,
                               slug=slug, preset_name=chosen, model=model, limits=limits,
-                              context=context)
+                              context=context, group=group)
         with self.guard.lock:
             self.guard.started[result.slug] = result.cost_usd or 0.0
         return result.to_json()

@@ -208,3 +208,31 @@ def test_python_api_delegate_continue_and_groups(
     assert other.slug == "P2"
     with pytest.raises(UsageError, match="was not started by `cbos delegate`"):
         cb.get("LONER").continue_("SAY x")
+
+
+def test_plan_preset_returns_the_plan_and_declines_carrying_it_out(
+        cli: Cli, fake_claude: Path, tmux: Tmux, tmp_path: Path) -> None:
+    code, data = delegate(cli, str(project(tmp_path)), "PLAN 1. Read the code",
+                          "--slug", "PL", "--preset", "plan")
+    assert code == 0 and data["status"] == "done", data
+    assert data["reply"] == "1. Read the code"
+    argv = cmdline(tmux, "PL")
+    assert argv[argv.index("--permission-mode") + 1] == "plan"
+    wait_until(lambda: view(cli, "PL")["state"] in ("waiting", "idle"),
+               message="the plan dialog closed")
+    screen = tmux.capture(sessions.find(tmux, config_mod.load(), "PL").pane.pane_id,
+                          colours=False)
+    assert "Rejected Claude's plan" in screen
+
+
+def test_a_startup_dialog_is_reported_at_once_not_waited_out(
+        tmux: Tmux, tmp_path: Path) -> None:
+    """The recorded workspace-trust screen (no hook fires for it) in a real pane."""
+    screen = (Path(__file__).parent / "fixtures" / "claude-code-2.1.328" / "blockers"
+              / "trust" / "screen.txt")
+    pane = tmux.new_session("TRUST", tmp_path, f"cat {screen}; exec sleep 600", {},
+                            tmp_path / "trust.log", 2000)
+    problems = api.wait_composer(tmux, {"TRUST": pane.pane_id}, 60)
+    assert "a dialog waits before its prompt" in problems["TRUST"]
+    assert "trust" in problems["TRUST"].lower()
+    assert "cbos answer TRUST" in problems["TRUST"]

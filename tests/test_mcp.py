@@ -314,3 +314,30 @@ def test_the_caller_comes_from_cbos_session_else_from_the_process_tree() -> None
     assert cbos_mcp.caller_of({}, claudes, [5000, 4100, 1]) == "AUTH"
     assert cbos_mcp.caller_of({"CBOS_SESSION": "bad name;"}, claudes, [4200]) == "DOCS"
     assert cbos_mcp.caller_of({}, claudes, [5000]) is None
+
+
+def test_delegations_fan_out_in_parallel_and_each_can_continue(
+        fake_claude: Path, tmux: Tmux, tmp_path: Path) -> None:
+    async def body(server: Server) -> list[Any]:
+        results: dict[str, Any] = {}
+
+        async def one(name: str) -> None:
+            results[name] = await server.call(
+                "delegate", path=project(tmp_path, name.lower()), task=f"SAY from {name}",
+                slug=name, preset="read-only", max_turns=3, group="fan")
+        async with anyio.create_task_group() as group:
+            for name in ("F1", "F2", "F3"):
+                group.start_soon(one, name)
+        assert {k: (v["status"], v["reply"]) for k, v in results.items()} == {
+            "F1": ("done", "from F1"), "F2": ("done", "from F2"), "F3": ("done", "from F3")}
+        listed = await server.call("list_sessions", group="fan")
+        assert sorted(v["slug"] for v in listed) == ["F1", "F2", "F3"]
+        return [await server.call("chat", session=name, text="SAY again", timeout=60)
+                for name in ("F1", "F2", "F3")]
+
+    replies = drive(body)
+    assert [r["reply"] for r in replies] == ["again"] * 3
+    from cbos import delegation
+    records = delegation.load_records(config_mod.load())
+    assert sorted(records) == ["F1", "F2", "F3"]  # none lost to a parallel write
+    assert all(r.preset == "read-only" for r in records.values())
