@@ -5,7 +5,10 @@ single write does) -> inotify wake-up -> Events.read -> fold -> a new snapshot r
 listener of the Engine. Sessions are synthetic panes so that only this path is timed;
 a floor (a bare inotify reader of the same file, no parsing) is measured in the same run.
 
-    python -m bench.state [--events 400] [--sessions 1 50]
+    python -m bench.state [--events 400] [--sessions 1 50] [--screen-sessions 50]
+
+Then the dialogs no hook announces (bench/screens.py): dialog drawn on a real tmux screen
+-> ``permission`` on the board, and the cost of reading screens.
 """
 
 from __future__ import annotations
@@ -131,6 +134,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=400)
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 50])
+    parser.add_argument("--screen-sessions", type=int, default=50,
+                        help="sessions for the screen-reading part (bench/screens.py); 0: skip")
     args = parser.parse_args()
     floor = run_floor(args.events)
     print(f"hook event -> board state, {args.events} events per row, "
@@ -144,6 +149,10 @@ def main() -> None:
         print(f"  {f'cbos, {sessions} sessions':30} {p50:8.3f} {p99:8.3f} {max(lat):8.3f}"
               f"  {p50 / f50:.1f}x / {p99 / f99:.1f}x")
     print("target: cbos p99 <= 20 ms")
+    if args.screen_sessions:
+        from bench import screens
+
+        screens.run(args.screen_sessions, dialogs=40, seconds=10.0)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from cbos.dialog import parse_dialog
 from cbos.errors import CbosError, NotFoundError, RefusedError, TmuxError, UsageError
 from cbos.events import HookEvent, read_recent
 from cbos.model import SessionView
+from cbos.panes import PaneSession
 from cbos.state import EXITING, State
 from cbos.tmux import Tmux
 from cbos.waiting import FALLBACK_REFRESH, Wakeups, wait_for
@@ -231,6 +232,73 @@ def _size(path: Path | None) -> int:
         return 0
 
 
+@dataclass
+class _TurnFollower:
+    """Following a typed prompt's turn, one pass at a time (chat and delegated turns)."""
+
+    core: Core
+    wake: Wakeups
+    slug: str
+    status_file: str  # the watched claude's own status file: only its changes count
+    clock: Callable[[], float]
+    last_refresh: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        self.last_refresh = self.clock()
+
+    def step(self, watch: TurnWatch) -> tuple[TurnWatch, list[HookEvent]]:
+        """Status files and processes when due, then the new events; what the state says
+        when the events have not decided. Returns the watch and the events read."""
+        refresh = (self.status_file in self.wake.changed
+                   or self.clock() - self.last_refresh >= FALLBACK_REFRESH)
+        if refresh:
+            # Status files first, events second: Claude writes a hook's event before it
+            # updates its status file, so an "idle" seen here has its Stop read below.
+            self.wake.changed.clear()
+            self.core.refresh()
+            self.last_refresh = self.clock()
+        fresh = self.wake.read()
+        self.core.board.apply_events(fresh)
+        for event in fresh:
+            watch = follow(watch, event)
+        if refresh and watch.outcome is None:
+            try:
+                watch = judge(watch, self.core.view(self.slug))
+            except NotFoundError:
+                watch = judge(watch, None)
+        return watch, fresh
+
+    def wait(self, deadline: float) -> None:
+        """Until something changes, the next fallback refresh, or ``deadline``."""
+        now = self.clock()
+        self.wake.wait(min(deadline - now, FALLBACK_REFRESH - (now - self.last_refresh)))
+
+
+def _ready_for_prompt(config: config_mod.Config, core: Core, wake: Wakeups, slug: str,
+                      seconds: float, unseen: str) -> tuple[PaneSession, SessionView]:
+    """Start following a turn: the events up to where ``wake``'s tail starts, then the
+    checks that make typing safe (not busy, no dialog, its composer on screen, its hooks
+    reported to cbos; ``unseen`` says what is lost without them)."""
+    core.refresh(wake.events.backlog)
+    session = core.session(slug)
+    view = core.view(slug)
+    problem = chat_blocker(view)
+    if problem is not None:
+        raise RefusedError(problem)
+    if view.state is State.IDLE:
+        # A claude that just started may not read its terminal yet: keys typed now
+        # could be lost. Its composer on screen says it is ready.
+        late = wait_composer(core.tmux, {slug: session.pane.pane_id},
+                             min(max(seconds, 0.0), READY_TIMEOUT))
+        if late:
+            raise RefusedError(f"{slug} is not ready for a prompt: {late[slug]}")
+    if not reports_hooks(config, core, slug):
+        raise RefusedError(
+            f"{slug} does not report hook events to cbos (claude was started outside cbos), "
+            f"so {unseen}; run `cbos hooks install` and restart it")
+    return session, view
+
+
 def chat(config: config_mod.Config, tmux: Tmux, slug: str, text: str, timeout: float,
          clock: Callable[[], float] = time.monotonic) -> ChatResult:
     """Type ``text`` into the session, wait for that turn's end, and return the reply."""
@@ -240,23 +308,8 @@ def chat(config: config_mod.Config, tmux: Tmux, slug: str, text: str, timeout: f
     deadline = clock() + timeout
     core = Core(config, tmux)
     with Wakeups(config, core.status_dir) as wake:
-        core.refresh(lambda: wake.events.backlog())
-        session = core.session(slug)
-        view = core.view(slug)
-        problem = chat_blocker(view)
-        if problem is not None:
-            raise RefusedError(problem)
-        if view.state is State.IDLE:
-            # A claude that just started may not read its terminal yet: keys typed now
-            # could be lost. Its composer on screen says it is ready.
-            late = wait_composer(tmux, {slug: session.pane.pane_id},
-                                 min(max(deadline - clock(), 0.0), READY_TIMEOUT))
-            if late:
-                raise RefusedError(f"{slug} is not ready for a prompt: {late[slug]}")
-        if not reports_hooks(config, core, slug):
-            raise RefusedError(
-                f"{slug} does not report hook events to cbos (claude was started outside "
-                f"cbos), so its reply cannot be seen; run `cbos hooks install` and restart it")
+        session, view = _ready_for_prompt(config, core, wake, slug, deadline - clock(),
+                                          "its reply cannot be seen")
         before = (transcript.find(view.claude_session_id) if view.claude_session_id
                   else None)
         offset = _size(before)
@@ -265,30 +318,14 @@ def chat(config: config_mod.Config, tmux: Tmux, slug: str, text: str, timeout: f
         start = clock()
         core.send_to(session.pane.pane_id, slug, view, text)
         watch = TurnWatch(pane=session.pane.pane_id, claude_pid=view.pid)
-        last_refresh = clock()
+        follower = _TurnFollower(core, wake, slug, status_file, clock)
         while True:
-            refresh = status_file in wake.changed or clock() - last_refresh >= FALLBACK_REFRESH
-            if refresh:
-                # Status files first, events second: Claude writes a hook's event before it
-                # updates its status file, so an "idle" seen here has its Stop read below.
-                wake.changed.clear()
-                core.refresh()
-                last_refresh = clock()
-            fresh = wake.read()
-            core.board.apply_events(fresh)
-            for event in fresh:
-                watch = follow(watch, event)
-            if refresh and watch.outcome is None:
-                try:
-                    watch = judge(watch, core.view(slug))
-                except NotFoundError:
-                    watch = judge(watch, None)
+            watch, _ = follower.step(watch)
             if watch.outcome is not None:
                 break
-            now = clock()
-            if now >= deadline:
+            if clock() >= deadline:
                 raise ChatTimeout(_timeout_message(slug, timeout, watch))
-            wake.wait(min(deadline - now, FALLBACK_REFRESH - (now - last_refresh)))
+            follower.wait(deadline)
         duration = clock() - start
     return _result(config, slug, watch, duration, before, offset)
 
@@ -631,20 +668,8 @@ def run_turn(config: config_mod.Config, tmux: Tmux, slug: str, text: str,
     deadline = clock() + limits.timeout
     core = Core(config, tmux)
     with Wakeups(config, core.status_dir) as wake:
-        core.refresh(wake.events.backlog)
-        session = core.session(slug)
-        view = core.view(slug)
-        problem = chat_blocker(view)
-        if problem is not None:
-            raise RefusedError(problem)
-        if view.state is State.IDLE:
-            late = wait_composer(tmux, {slug: session.pane.pane_id},
-                                 min(max(deadline - clock(), 0.0), READY_TIMEOUT))
-            if late:
-                raise RefusedError(f"{slug} is not ready for a prompt: {late[slug]}")
-        if not reports_hooks(config, core, slug):
-            raise RefusedError(f"{slug} does not report hook events to cbos, so its "
-                               "limits cannot be held; run `cbos hooks install`")
+        session, view = _ready_for_prompt(config, core, wake, slug, deadline - clock(),
+                                          "its limits cannot be held")
         turn = _LimitedTurn(slug, record, delegation.Tally(),
                             TurnWatch(pane=session.pane.pane_id, claude_pid=view.pid),
                             session_id=view.claude_session_id or record.session_id)
@@ -679,17 +704,9 @@ def _over_limits(turn: _LimitedTurn) -> bool:
 def _follow_limited(core: Core, wake: Wakeups, status_file: str, turn: _LimitedTurn,
                     deadline: float, clock: Callable[[], float]) -> None:
     pane = turn.watch.pane
-    last_refresh = clock()
+    follower = _TurnFollower(core, wake, turn.slug, status_file, clock)
     while True:
-        refresh = status_file in wake.changed or clock() - last_refresh >= FALLBACK_REFRESH
-        if refresh:
-            wake.changed.clear()
-            core.refresh()
-            last_refresh = clock()
-        fresh = wake.read()
-        core.board.apply_events(fresh)
-        for event in fresh:
-            turn.watch = follow(turn.watch, event)
+        turn.watch, fresh = follower.step(turn.watch)
         if turn.tally.path is None:
             found = delegation.transcript_of(fresh, pane)
             if found is not None:
@@ -701,11 +718,6 @@ def _follow_limited(core: Core, wake: Wakeups, status_file: str, turn: _LimitedT
         if _over_limits(turn):
             _stop_turn(core, turn)
             return
-        if refresh and turn.watch.outcome is None:
-            try:
-                turn.watch = judge(turn.watch, core.view(turn.slug))
-            except NotFoundError:
-                turn.watch = judge(turn.watch, None)
         if turn.watch.outcome is not None:
             _settle(core, turn)
             return
@@ -716,7 +728,7 @@ def _follow_limited(core: Core, wake: Wakeups, status_file: str, turn: _LimitedT
             turn.reply = turn.tally.text
             _stop_turn(core, turn)
             return
-        wake.wait(min(deadline - now, FALLBACK_REFRESH - (now - last_refresh)))
+        follower.wait(deadline)
 
 
 def _stop_turn(core: Core, turn: _LimitedTurn) -> None:

@@ -43,6 +43,7 @@ T = TypeVar("T")
 
 REFRESH_EVERY = 2.0  # one tmux listing + one process snapshot; tmux is not polled otherwise
 PIPE_CHECK_EVERY = 10.0
+SCREEN_GAP = 0.2  # seconds between two reads of one pane's screen (dialogs, notices)
 ACT, SCREEN, LOOK, SCAN = "act", "screen", "look", "scan"  # the worker lanes
 # Output read (and handed to every listener) per pass of the loop: a pane that prints
 # without pause gets its share, keys and draws get theirs between rounds.
@@ -96,6 +97,8 @@ class Engine:
         self._screen_reads: set[str] = set()  # slugs whose screen is being read
         self._screen_again: set[str] = set()  # ... and read again when that is done
         self._seen: set[str] = set()  # slugs whose screen was looked at once
+        self._screen_read_at: dict[str, float] = {}  # monotonic time of the last read
+        self._screen_later: set[str] = set()  # slugs with a read put off (SCREEN_GAP)
         self.captures = 0  # screens read so far (bench/state.py reports the rate)
         self.snapshot_listeners: list[SnapshotListener] = []
         self.output_listeners: list[OutputListener] = []
@@ -322,7 +325,18 @@ class Engine:
                 views[slug], board.notices.get(slug, ""))}
         busy = wanted & self._screen_reads
         self._screen_again |= busy
-        fresh = sorted(wanted - busy)
+        now = time.monotonic()
+        early = {slug for slug in wanted - busy
+                 if now - self._screen_read_at.get(slug, 0.0) < SCREEN_GAP}
+        for slug in early - self._screen_later:
+            # Read at most every SCREEN_GAP per pane: a pane that prints without pause
+            # costs a few captures a second, and its last screen is still read.
+            self._screen_later.add(slug)
+            delay = SCREEN_GAP - (now - self._screen_read_at.get(slug, 0.0))
+            timer = threading.Timer(delay, self._soon, (lambda s=slug: self._read_later(s),))
+            timer.daemon = True
+            timer.start()
+        fresh = sorted(wanted - busy - early)
         if not fresh:
             return
         self._screen_reads.update(fresh)
@@ -335,6 +349,9 @@ class Engine:
         def done(outcome: Outcome) -> None:
             self._screen_reads.difference_update(panes)
             self.captures += len(panes)
+            read_at = time.monotonic()
+            for slug in panes:
+                self._screen_read_at[slug] = read_at
             if outcome.ok:
                 for slug, (dialog, notice) in outcome.value.items():
                     if slug in board.sessions:
@@ -346,6 +363,18 @@ class Engine:
                 self.refresh_dialogs(again)
 
         self.run(read, done, SCREEN)
+
+    def _soon(self, callback: Callable[[], None]) -> None:
+        """From any thread: run ``callback`` on the loop thread at its next wake-up."""
+        if self._closed:
+            return
+        self._done.put(callback)
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"s")
+
+    def _read_later(self, slug: str) -> None:
+        self._screen_later.discard(slug)
+        self.refresh_dialogs([slug])
 
     # -- publishing -----------------------------------------------------------------------
 

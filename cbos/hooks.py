@@ -34,7 +34,7 @@ HOOK_EVENTS: tuple[str, ...] = (
     "SessionStart", "SessionEnd", "UserPromptSubmit", "PreToolUse", "PostToolUse",
     "PostToolUseFailure", "PostToolBatch", "PermissionRequest", "PermissionDenied",
     "Notification", "Stop", "StopFailure", "SubagentStart", "SubagentStop", "PreCompact",
-    "PostCompact",
+    "PostCompact", "Elicitation", "ElicitationResult",
 )
 # Events whose groups take a "matcher" (tool name, source, reason, notification type,
 # agent type, compaction trigger, error), per Claude Code's hooks reference. The others

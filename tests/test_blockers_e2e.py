@@ -16,11 +16,9 @@ from cbos.config import Config
 from cbos.core import Core
 from cbos.engine import Engine
 from cbos.tmux import Tmux
-from tests.conftest import CliResult
-from tests.support import wait_until
+from tests.support import Cli, wait_until
 from tests.test_state_e2e import screen_of, state_of, wait_state
 
-Cli = Callable[..., CliResult]
 TRUST_QUESTION = "Quick safety check: Is this a project you created or one you trust?"
 
 

@@ -81,10 +81,14 @@ def test_permission_at_once_then_granted(
     target = project / "made.txt"
     assert cli("send", "PERM", f"WRITE {target}").code == 0
     # PermissionRequest comes ~0.1 s after PreToolUse; the Notification only ~6 s later.
-    view = wait_state(cli, "PERM", "permission", timeout=5)
+    wait_state(cli, "PERM", "permission", timeout=5)
+    # The hook can land a moment before the dialog is drawn: wait for it on screen.
+    view = wait_until(lambda: (v := state_of(cli, "PERM"))["dialog"] and v, timeout=5,
+                      message="the dialog read off the screen")
+    assert view["state"] == "permission"
     assert "Write" in view["reason"] and "made.txt" in view["reason"]
     dialog = view["dialog"]
-    assert dialog is not None and "made.txt" in dialog["question"]
+    assert "made.txt" in dialog["question"]
     assert [o["number"] for o in dialog["options"]] == [1, 2, 3]
 
     refused = cli("send", "PERM", "this would answer the dialog")
