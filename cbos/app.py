@@ -441,7 +441,11 @@ class App:
 
     def open(self, slug: str) -> None:
         """``a`` (and Enter in a popup): switch the tmux client to the session, or, outside
-        tmux, hand the terminal to ``tmux attach`` until it detaches."""
+        tmux, hand the terminal to ``tmux attach`` until it detaches. Another machine's
+        session: ``ssh -t HOST COMMAND attach SLUG``, in a new tmux window or here."""
+        if ":" in slug:
+            self.open_remote(slug)
+            return
         try:
             pane = self.engine.core.session(slug).pane
         except CbosError as exc:
@@ -465,6 +469,50 @@ class App:
                     self.quit_soon()
             else:
                 self.attach(slug, pane)
+
+        self.engine.run(work, self.guard(done), ACT)
+
+    def open_remote(self, slug: str) -> None:
+        from cbos import hosts
+
+        try:
+            where = hosts.address(self.engine.config, slug)
+            assert where.host is not None
+            argv = hosts.ssh_argv(self.engine.config, where.host, ["attach", where.slug],
+                                  tty=True)
+        except CbosError as exc:
+            self.room.error(str(exc))
+            return
+        host, config, tmux = where.host, self.engine.config, self.engine.core.tmux
+
+        def work() -> bool:
+            if tmux.inside():
+                tmux.open_window(slug.replace(":", "-"), argv)
+                return True
+            return False
+
+        def done(outcome: Outcome) -> None:
+            if not outcome.ok:
+                self.room.error(outcome.error)
+                return
+            if outcome.value:
+                self.room.notice(f"opened {slug} in a new tmux window")
+                if self.popup:
+                    self.quit_soon()
+                return
+            try:
+                with self.loop.paused():  # the terminal is ssh's until it ends
+                    status = hosts.attach_remote(config, host, where.slug)
+            except (OSError, CbosError) as exc:
+                self.room.error(f"could not run ssh: {exc}")
+                return
+            finally:
+                self._no_intr()
+            if status == 0:
+                self.room.notice(f"back from {slug}")
+            else:
+                self.room.error(f"ssh to {slug} ended with status {status}")
+            self.want_capture()
 
         self.engine.run(work, self.guard(done), ACT)
 

@@ -155,6 +155,12 @@ def run_remote(config: Config, host: HostConfig, words: Sequence[str]) -> str:
     raise CbosError(f"{host.name}: {text[-1].removeprefix('cbos: ') if text else 'failed'}")
 
 
+def attach_remote(config: Config, host: HostConfig, slug: str) -> int:
+    """``ssh -t HOST COMMAND attach SLUG`` on this terminal until it ends; its status."""
+    argv = ssh_argv(config, host, ["attach", validate_slug(slug)], tty=True)
+    return subprocess.run(argv, check=False).returncode
+
+
 def exec_remote(config: Config, host: HostConfig, words: Sequence[str]) -> None:
     """Become ``ssh -t HOST COMMAND WORDS...`` (an interactive terminal there)."""
     argv = ssh_argv(config, host, words, tty=True)

@@ -23,7 +23,7 @@ import urwid
 
 from cbos import ansi
 from cbos.dialog import Dialog
-from cbos.model import SessionView, Snapshot, age, attention_key
+from cbos.model import HostStatus, SessionView, Snapshot, age, attention_key
 from cbos.state import State
 
 SETTLE_SECONDS: Final = 1.0  # a sort key must hold this long before the list reorders
@@ -719,6 +719,24 @@ class StatusBar(urwid.WidgetWrap["urwid.AttrMap[urwid.Columns]"]):
         return f"{self._left.get_text()[0]!s}  {self._right.get_text()[0]!s}"
 
 
+class HostLines(urwid.WidgetWrap[urwid.Pile]):
+    """One line per other machine that cannot be reached ("box1: unreachable since 12:03 —
+    why; retrying in 8s"); no line at all while every host answers."""
+
+    def __init__(self) -> None:
+        super().__init__(urwid.Pile([]))
+        self.lines: list[str] = []
+
+    def show(self, hosts: Sequence[HostStatus], now: float) -> None:
+        lines = [h.line(now) for h in hosts if not h.up and h.error]
+        if lines == self.lines:
+            return
+        self.lines = lines
+        pile: urwid.Pile = self._w
+        pile.contents[:] = [(urwid.Text(("bar.warn", f" {line}"), wrap=urwid.WrapMode.CLIP),
+                             (urwid.WHSettings.PACK, None)) for line in lines]
+
+
 class InputLine(urwid.WidgetWrap[urwid.Columns]):
     """The line that types into the selected session; hints on its right."""
 
@@ -970,10 +988,11 @@ class ControlRoom(urwid.WidgetWrap[urwid.Widget]):
         self.detail = Detail(self.preview)
         self.body = Body(self.sessions, self.preview, self.detail)
         self.status = StatusBar()
+        self.hosts = HostLines()
         self.message = MessageLine()
         self.input = InputLine()
         urwid.connect_signal(self.input, "submit", self._submit)
-        self.frame = urwid.Frame(self.body, header=self.status,
+        self.frame = urwid.Frame(self.body, header=urwid.Pile([self.status, self.hosts]),
                                  footer=urwid.Pile([self.message, self.input], focus_item=1))
         self.mode = Mode.LIST
         self.modal: urwid.Widget | None = None
@@ -1014,6 +1033,7 @@ class ControlRoom(urwid.WidgetWrap[urwid.Widget]):
             self.sessions.empty_text = ("No claude sessions. c: start one in a project · "
                                         "n: at a path · ? keys")
         self.status.show(snapshot, self.sessions.attention)
+        self.hosts.show(snapshot.hosts, now)
         self._sync()
         return due
 
@@ -1026,6 +1046,8 @@ class ControlRoom(urwid.WidgetWrap[urwid.Widget]):
     def clock(self, now: float) -> None:
         self.now = now
         self.sessions.clock(now)
+        if self.snapshot is not None:
+            self.hosts.show(self.snapshot.hosts, now)
         self._sync()
 
     def set_screen(self, slug: str, text: str) -> None:

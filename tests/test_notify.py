@@ -465,3 +465,11 @@ def test_a_session_asking_for_permission_is_announced_once(
     settled = time.monotonic() + 3
     pump(the_engine, lambda: time.monotonic() > settled, 10, "a few quiet seconds")
     assert len(calls(notify_send)) == 2
+
+
+def test_a_remote_session_is_announced_with_its_host() -> None:
+    far = view("box1:FAR", State.WORKING)
+    asking = view("box1:FAR", State.PERMISSION, "asks to use Bash: make", since=200.0)
+    notices = transitions(snap(far), snap(asking, version=2))
+    assert [n.title for n in notices] == ["box1:FAR needs permission"]
+    assert notices[0].message.startswith("cbos: ⚠ box1:FAR needs permission: asks to use")

@@ -692,3 +692,32 @@ def test_the_loop_warns_when_claudes_login_expires_soon(
     harness.app.start()
     text = harness.wait(lambda t: "login expires in" in t, "the expiry warning")
     assert "secret" not in text
+
+
+def test_other_machines_sessions_share_the_list_and_a_dropped_host_is_one_line() -> None:
+    from cbos.model import HostStatus
+
+    far = view("box1:FAR", State.PERMISSION, "asks to use Bash: make", ago=30, host="box1",
+               dialog=PERMISSION)
+    near = view("NEAR", State.WAITING, 'done: "ok"', ago=10)
+    dropped = HostStatus("box2", False, NOW - 120, "box2: box2 refused the connection",
+                         NOW + 8)
+    room = ui.ControlRoom()
+    actions: list[ui.Action] = []
+    room.on_action(actions.append)
+    room.update(Snapshot(1, NOW, (far, near), True, (HostStatus("box1", True, NOW, ""),
+                                                     dropped)), NOW)
+    r = Room(room, actions)
+    lines = screen(room)
+    assert lines[1].startswith(" box2: unreachable since ")
+    assert "box2 refused the connection; retrying in 8s" in lines[1]
+    assert not any("box1: " in line for line in lines[:2])  # a host that answers: no line
+    rows = [line for line in lines if "FAR" in line or "NEAR" in line]
+    assert rows[0].startswith("⚠ box1:FAR") and "NEAR" in rows[1]  # attention across hosts
+    assert r.selected == "box1:FAR"
+    assert r.press("1") == [ui.Answer("box1:FAR", "1")]
+    assert r.press("ctrl c") == [ui.Interrupt("box1:FAR")]
+    # Back up: the line goes.
+    room.update(Snapshot(2, NOW, (far, near), True, (HostStatus("box2", True, NOW, ""),)),
+                NOW)
+    assert not any("unreachable" in line for line in screen(room))
