@@ -81,6 +81,16 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def wait_js(page: Any, expression: str, timeout: float = 30.0) -> None:
+    """Poll ``expression`` in the page from here: playwright's own wait_for_function
+    evaluates strings in the page, which the page's CSP (rightly) forbids."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {expression}")
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -207,14 +217,14 @@ def main() -> int:
             page.add_init_script(OBSERVER)
             page.reload()  # the token is in this tab's sessionStorage
             page.locator("#sessions .row[data-slug='STAMPS']").click()
-            page.wait_for_function("window.__lat && window.__lat.length > 5")
+            wait_js(page, "window.__lat && window.__lat.length > 5")
             for label in ("alone", "crowd"):
                 if label == "crowd":
                     print(f"starting {sessions} fake claude sessions…", file=sys.stderr,
                           flush=True)
                     start_sessions_quietly(sock_name, root, sessions)
-                    page.wait_for_function(f"document.querySelectorAll('#sessions .row')"
-                                           f".length >= {sessions + 1}", timeout=120_000)
+                    wait_js(page, f"document.querySelectorAll('#sessions .row').length "
+                                  f">= {sessions + 1}", timeout=120)
                     time.sleep(2.0)
                 page.evaluate("window.__lat = []")
                 floor: list[float] = []
