@@ -491,9 +491,9 @@ def test_the_page_comes_back_when_cbos_does(
     assert page.evaluate("document.body.classList.contains('stale')")
     again = SamePort(tmux, port)
     try:
-        wait_until(lambda: page.inner_text("#conn") == "live", timeout=30,
-                   message="the page reconnects by itself")
-        assert not page.evaluate("document.body.classList.contains('stale')")
+        wait_until(lambda: page.inner_text("#conn") == "live" and not page.evaluate(
+            "document.body.classList.contains('stale')"), timeout=30,
+            message="the page reconnects by itself, and has the list again")
         # It follows the same session again: typing still works.
         page.fill("#text", "SAY back again")
         page.press("#text", "Enter")
