@@ -588,7 +588,12 @@ class Preview(urwid.Widget):
         left = rows - used - (panel_canvas.rows() if panel_canvas is not None else 0)
         if left > 0:
             if self._lines:
-                shown = [self._lines[i] for i in fit_lines(self._blank, left)]
+                # Wider lines wrap (colours kept): the question must not lose its end.
+                rows_of = [ansi.wrap_markup(line, cols) for line in self._lines]
+                wrapped = [row for rows in rows_of for row in rows]
+                blank = [b for rows, b in zip(rows_of, self._blank, strict=True)
+                         for _ in rows]
+                shown = [wrapped[i] for i in fit_lines(blank, left)]
                 markup: list[Any] = []
                 for i, line in enumerate(shown):
                     if i:
