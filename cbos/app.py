@@ -76,6 +76,7 @@ class WsOptions:
     port: int
     allow_remote: bool = False
     origins: tuple[str, ...] = ()
+    page: bool = False  # --web: the browser page on the same port
 
 
 class Loop(urwid.MainLoop):
@@ -496,7 +497,7 @@ class App:
             self.room.error(f"WebSocket off: this cbos has no server ({exc})")
             return
         server = web.WebServer(self.engine.config, ws.host, ws.port, ws.allow_remote,
-                               list(ws.origins))
+                               list(ws.origins), page=ws.page)
         try:
             server.start()
         except CbosError as exc:
@@ -506,7 +507,12 @@ class App:
         for fd in server.attach(self.engine):
             self.loop.watch_file(fd, self.guard(lambda fd=fd: server.on_readable(fd)))
         self.room.set_ws(str(server.address))
-        self.room.notice(f"WebSocket server on {server.address}")
+        said = f"the page: {server.page_url()}" if ws.page else \
+            f"WebSocket server on {server.address}"
+        if ws.allow_remote:
+            self.room.error(f"{said} · warning: {web.REMOTE_WARNING}")
+        else:
+            self.room.notice(said)
 
 
 def run(config: Config, popup: bool = False, ws: WsOptions | None = None) -> int:

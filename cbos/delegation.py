@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cbos import config as config_mod
-from cbos import sessions, transcript
+from cbos import registry, sessions, transcript
 from cbos.errors import RefusedError, UsageError
 from cbos.events import HookEvent
 
@@ -397,6 +397,13 @@ def transcript_of(events: Iterable[HookEvent], pane: str) -> Path | None:
 # -- groups -----------------------------------------------------------------------------------
 
 GROUP_ENV = "CBOS_GROUP"
+
+
+def groups(config: config_mod.Config) -> dict[str, str]:
+    """Each remembered session's group label, by slug (sessions without one are absent):
+    the label lives in the session's environment, which cbos remembers for resume."""
+    return {slug: group for slug, entry in registry.load(config).items()
+            if (group := entry.env.get(GROUP_ENV))}
 
 
 def group_env(env: Mapping[str, str] | None, group: str | None) -> dict[str, str]:

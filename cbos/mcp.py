@@ -174,6 +174,13 @@ class Tools:
                 cost = usage.get("cost_usd")
                 self.guard.note_cost(view.slug, cost if isinstance(cost, float | int) else None)
 
+    def _check_budget(self, what: str) -> None:
+        """Refused once what this server started has spent the budget (costs read now:
+        a session given a prompt at creation spends without a tool call)."""
+        if self.guard.budget is not None:
+            self._refresh_spent(self.core())
+        self.guard.need_budget(what)
+
     # -- tools --------------------------------------------------------------------------
 
     def list_sessions(self, group: str | None = None) -> list[dict[str, Any]]:
@@ -185,8 +192,10 @@ class Tools:
             members = set(api.group_members(self.config, core, delegation.check_group(group)))
             views = tuple(v for v in views if v.slug in members)
         procs = core.board.procs
+        groups = delegation.groups(self.config)
         return [{**model.with_usage(
                     v, transcript.usage_for(v.claude_session_id, v.pid, procs)).to_json(),
+                 "group": groups.get(v.slug),
                  "caller": v.slug == self.guard.caller,
                  "started_here": v.slug in self.guard.started} for v in views]
 
@@ -195,7 +204,7 @@ class Tools:
                        prompt: str | None = None, system_prompt: str | None = None,
                        group: str | None = None) -> dict[str, Any]:
         chosen = self.guard.preset(preset)
-        self.guard.need_budget("starting a session")
+        self._check_budget("starting a session")
         if slug is not None:
             self.guard.target(slug)
         if prompt is not None:
@@ -227,7 +236,9 @@ class Tools:
     def chat(self, session: str, text: str, timeout: float = 600.0) -> dict[str, Any]:
         self.guard.target(session)
         if session not in self.guard.started:
-            return api.chat(self.config, self.tmux, session, text, timeout).to_json()
+            found = api.chat(self.config, self.tmux, session, text, timeout)
+            return {**found.to_json(),
+                    "cost_usd": found.usage.cost_usd if found.usage is not None else None}
         # A session this server started: the turn runs under what is left of the budget.
         self._refresh_spent(self.core())
         self.guard.need_budget(f"chatting with {session}")
@@ -308,7 +319,7 @@ class Tools:
         chosen = self.guard.preset(preset)
         if slug is not None:
             self.guard.target(slug)
-        self.guard.need_budget("delegating")
+        self._check_budget("delegating")
         left = self.guard.remaining()
         cap = max_cost if left is None else min(max_cost or left, left)
         limits = delegation.Limits(cap, max_turns, timeout, on_permission)

@@ -23,6 +23,7 @@ close frame within ``stall_grace`` seconds has its socket cut.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import errno
 import hmac
 import http
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
@@ -83,6 +85,11 @@ MAX_NAMES = 1000
 WAITING = (st.State.WAITING, st.State.PERMISSION)
 CONTEXT_PREFIXES = ("done: ", "from Claude's status file: ")
 OVERFLOW_REASON = "too slow: output queue overflowed; reconnect and resume with since"
+REMOTE_WARNING = (
+    "--allow-remote: whoever reaches this port with the token can type into Claude, and "
+    "plain ws:// and http:// carry the token and every screen unencrypted. Safer: keep "
+    "cbos on 127.0.0.1 and use an SSH tunnel (ssh -L 32205:127.0.0.1:32205 THIS-HOST) or a "
+    "private network (WireGuard, Tailscale)")
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -208,8 +215,15 @@ def parse_request(text: str) -> dict[str, Any]:
             raise BadRequest(f'{kind} needs "text": the string to type', request)
         _string(text_value, '"text"', request, limit=MAX_MESSAGE)
         request["text"] = _check_text(text_value, request)
-    elif kind in ("interrupt", "get_buffer", "delete_session"):
+    elif kind in ("interrupt", "get_buffer", "delete_session", "get_screen"):
         request["slug"] = _name(message, request)
+    elif kind == "answer":  # (v2)
+        request["slug"] = _name(message, request)
+        choice = message.get("choice")
+        if not isinstance(choice, str) or not CHOICE_RE.match(choice.strip()):
+            raise BadRequest('answer needs "choice": an option number, or yes, no or esc',
+                             request)
+        request["choice"] = choice.strip().lower()
     elif kind == "create_session":
         path = message.get("path")
         if not isinstance(path, str) or not path:
@@ -224,7 +238,9 @@ def parse_request(text: str) -> dict[str, Any]:
 
 
 KINDS = frozenset({"subscribe", "unsubscribe", "send", "send_input", "interrupt", "get_buffer",
-                   "list_sessions", "create_session", "delete_session"})
+                   "list_sessions", "create_session", "delete_session", "answer",
+                   "get_screen"})
+CHOICE_RE = re.compile(r"^(?:[0-9]{1,3}|yes|y|no|n|esc|escape|cancel)$", re.IGNORECASE)
 
 
 def _dump(message: Mapping[str, Any]) -> str:
@@ -411,6 +427,11 @@ def load_token(path: Path, _again: bool = True) -> str:
     return token
 
 
+def _upgrade(request: Request) -> bool:
+    """Whether a request asks for a WebSocket (else it is a plain GET, for the page)."""
+    return any("websocket" in value.lower() for value in request.headers.get_all("Upgrade"))
+
+
 def _token_of(request: Request) -> str | bool | None:
     """The token a request presents; None if none; False if it is malformed or ambiguous."""
     found: list[str] = []
@@ -593,8 +614,9 @@ class WebServer:
     def __init__(self, config: Config, host: str, port: int, allow_remote: bool = False,
                  allowed_origins: Sequence[str] = (), *, queue_limit: int = QUEUE_LIMIT,
                  max_size: int = MAX_MESSAGE, stall_grace: float = STALL_GRACE,
-                 max_clients: int = MAX_CLIENTS) -> None:
+                 max_clients: int = MAX_CLIENTS, page: bool = False) -> None:
         self.config = config
+        self.page = page  # also answer GETs for the browser page (cbos serve --web)
         self.host = host
         self.port = port
         self.allow_remote = allow_remote
@@ -651,7 +673,10 @@ class WebServer:
             self._server = serve(
                 self._handle, host, self.port, family=family,
                 process_request=self._admit,
-                origins=[None, *(Origin(o) for o in sorted(self.allowed_origins))],
+                # With the page on, the page's own origin depends on the Host it was
+                # loaded from: _refusal checks every Origin itself.
+                origins=None if self.page else [
+                    None, *(Origin(o) for o in sorted(self.allowed_origins))],
                 max_size=self.max_size, compression=None, open_timeout=5,
                 close_timeout=2, logger=_ws_log, create_connection=Connection,
                 server_header=None)
@@ -673,6 +698,15 @@ class WebServer:
             return f"{self.host}:{self.port}"
         host, port = self._server.socket.getsockname()[:2]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def page_url(self) -> str:
+        """The page's address with the token in its fragment: a fragment is never sent to
+        a server, so the token stays out of request lines, logs and Referers."""
+        host, _, port = self.address.rpartition(":")
+        bare = host.strip("[]")
+        if bare in ("0.0.0.0", "::"):  # every interface: name this machine
+            host = socket.gethostname()
+        return f"http://{host}:{port}/#token={self._token}"
 
     def shutdown(self) -> None:
         """Close every client (1001), cut the ones that do not go, stop; well under 5 s."""
@@ -895,6 +929,34 @@ class WebServer:
 
         self._engine.buffer(slug, done)
 
+    def _do_answer(self, client: _Client, request: dict[str, Any]) -> None:
+        """(v2) Pick an option of the dialog on screen, as `cbos answer` does."""
+        assert self._engine is not None
+        slug = self._session(client, request)
+        if slug is not None:
+            self._engine.answer(slug, request["choice"],
+                                self._result(client, request, "answer_result", slug))
+
+    def _do_get_screen(self, client: _Client, request: dict[str, Any]) -> None:
+        """(v2) The screen as tmux renders it, colours included, and the pane's size."""
+        assert self._engine is not None
+        slug = self._session(client, request)
+        if slug is None:
+            return
+        session = self._engine.core.board.sessions.get(slug)
+        cols, rows = (session.pane.width, session.pane.height) if session else (0, 0)
+
+        def done(outcome: Outcome) -> None:
+            if outcome.ok:
+                client.put(_reply(request, {"type": "screen", "session": slug,
+                                            "data": outcome.value, "cols": cols,
+                                            "rows": rows}))
+            else:
+                client.put(_error(request, outcome.error))
+            client.slots.release()
+
+        self._engine.buffer(slug, done)
+
     def _do_create_session(self, client: _Client, request: dict[str, Any]) -> None:
         assert self._engine is not None
 
@@ -1011,7 +1073,11 @@ class WebServer:
             os.write(self._wake_w, b"c")
 
     def _admit(self, conn: ServerConnection, request: Request) -> Response | None:
-        """The opening handshake's checks: path, Origin, Host, then the token or the uid."""
+        """The opening handshake's checks: path, Origin, Host, then the token or the uid.
+        With the page on, a GET that is no WebSocket handshake is for the page."""
+        if self.page and not _upgrade(request) and (
+                request.path.partition("?")[0] not in PATHS - {"/"}):
+            return self._page_answer(conn, request)
         refusal = self._refusal(conn, request)
         if refusal is None:
             return None
@@ -1028,10 +1094,13 @@ class WebServer:
         if path not in PATHS:
             return http.HTTPStatus.NOT_FOUND, "no such endpoint; connect to /ws/stream"
         origins = request.headers.get_all("Origin")
-        if origins and (len(origins) > 1 or origins[0] not in self.allowed_origins):
+        hosts = request.headers.get_all("Host")
+        own_page = bool(self.page and origins and len(hosts) == 1
+                        and origins[0].lower() == f"http://{hosts[0].strip().lower()}")
+        if origins and (len(origins) > 1 or (origins[0] not in self.allowed_origins
+                                             and not own_page)):
             return (http.HTTPStatus.FORBIDDEN, "this Origin is not allowed (web pages may not "
                     "connect); start cbos with --allow-origin ORIGIN to allow one")
-        hosts = request.headers.get_all("Host")
         if len(hosts) != 1:
             return http.HTTPStatus.BAD_REQUEST, "the request needs exactly one Host header"
         if not self.allow_remote and not loopback_host(hosts[0]):
@@ -1042,6 +1111,9 @@ class WebServer:
             if token is False or not hmac.compare_digest(
                     str(token).encode("utf-8", "replace"), self._token.encode("ascii")):
                 return http.HTTPStatus.UNAUTHORIZED, "wrong token"
+        elif own_page:
+            return (http.HTTPStatus.UNAUTHORIZED, "the page needs the token: open the URL "
+                    "cbos printed (it ends in #token=...)")
         elif self.allow_remote:
             return (http.HTTPStatus.UNAUTHORIZED, "a token is required (Authorization: "
                     "Bearer TOKEN, or ?token=TOKEN); it is in cbos's token file")
@@ -1053,6 +1125,27 @@ class WebServer:
                 return (http.HTTPStatus.SERVICE_UNAVAILABLE,
                         f"too many clients (at most {self.max_clients}); try again later")
         return None
+
+    def _page_answer(self, conn: ServerConnection, request: Request) -> Response:
+        """The page and its files (cbos.page), after the same Host check as the socket."""
+        from cbos import page
+
+        hosts = request.headers.get_all("Host")
+        if len(hosts) != 1:
+            answer = page.respond("", "", "")
+        elif not self.allow_remote and not loopback_host(hosts[0]):
+            answer = page.Answer(403, page.security_headers("localhost"),
+                                 b"the Host header must name this machine's loopback "
+                                 b"(localhost, 127.0.0.1 or [::1])\n")
+        else:
+            answer = page.respond(request.path, hosts[0].strip(),
+                                  request.headers.get("Accept-Encoding", ""),
+                                  request.headers.get("If-None-Match", ""))
+        status = http.HTTPStatus(answer.status)
+        headers = Headers([("Date", email.utils.formatdate(usegmt=True)),
+                           ("Connection", "close"),
+                           ("Content-Length", str(len(answer.body))), *answer.headers])
+        return Response(status.value, status.phrase, headers, answer.body)
 
     def _handle(self, conn: ServerConnection) -> None:
         """A connection's own thread: read and validate; its writer thread sends."""
@@ -1109,6 +1202,8 @@ HANDLERS: dict[str, Callable[[WebServer, _Client, dict[str, Any]], None]] = {
     "get_buffer": WebServer._do_get_buffer,
     "create_session": WebServer._do_create_session,
     "delete_session": WebServer._do_delete_session,
+    "answer": WebServer._do_answer,
+    "get_screen": WebServer._do_get_screen,
 }
 
 

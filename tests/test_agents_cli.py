@@ -35,6 +35,8 @@ def test_groups_and_system_prompt_file(cli: Cli, fake_claude: Path, tmux: object
         result = cli("new", str(tmp_path / slug), "--slug", slug, *extra)
         assert result.code == 0, result.err
     assert slugs(cli, "--group", "crew") == ["A", "B"]
+    groups = {v["slug"]: v["group"] for v in json.loads(cli("ls", "--json").out)}
+    assert groups == {"A": "crew", "B": "crew", "C": None}
     assert slugs(cli, "--group", "nobody") == []
     pid = wait_until(lambda: {v["slug"]: v["pid"] for v in
                               json.loads(cli("ls", "--json").out)}.get("A"))

@@ -115,6 +115,7 @@ def test_every_session_tool_on_the_fake(fake_claude: Path, tmux: Tmux,
         assert reached["state"] == "waiting"
         listed = await server.call("list_sessions", group="crew")
         assert [v["slug"] for v in listed] == ["ONE"] and listed[0]["started_here"]
+        assert listed[0]["group"] == "crew"
         reply = await server.call("chat", session="ONE", text="SAY second", timeout=60)
         assert reply["reply"] == "second" and reply["cost_usd"] > 0
         said = await server.call("history", session="ONE")
@@ -341,3 +342,14 @@ def test_delegations_fan_out_in_parallel_and_each_can_continue(
     records = delegation.load_records(config_mod.load())
     assert sorted(records) == ["F1", "F2", "F3"]  # none lost to a parallel write
     assert all(r.preset == "read-only" for r in records.values())
+
+
+def test_a_first_prompts_cost_counts_against_the_budget(fake_claude: Path, tmux: Tmux,
+                                                        tmp_path: Path) -> None:
+    async def body(server: Server) -> None:
+        await server.call("create_session", path=project(tmp_path, "a"), slug="SPEND",
+                          prompt="SAY spent")
+        await server.call("wait", session="SPEND", state="waiting", timeout=30)
+        message = await server.error("create_session", path=project(tmp_path, "b"))
+        assert "budget of $0.0005 is spent" in message
+    drive(body, "--budget", "0.0005")

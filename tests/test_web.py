@@ -781,8 +781,9 @@ def test_bad_input_gets_an_error_and_the_connection_stays(
         # An id is echoed even when the rest is wrong.
         ws.send(json.dumps({"type": "nope", "id": "keep"}))
         assert recv(ws) == {"type": "error", "id": "keep", "message": (
-            "unknown message type 'nope'; known types: create_session, delete_session, "
-            "get_buffer, interrupt, list_sessions, send, send_input, subscribe, unsubscribe")}
+            "unknown message type 'nope'; known types: answer, create_session, "
+            "delete_session, get_buffer, get_screen, interrupt, list_sessions, send, "
+            "send_input, subscribe, unsubscribe")}
         assert ask(ws, {"type": "list_sessions"})["type"] == "sessions"
         assert ask(bystander, {"type": "list_sessions"})["type"] == "sessions"
 

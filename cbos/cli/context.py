@@ -195,3 +195,6 @@ def server_options(p: argparse.ArgumentParser, ws_prefix: bool = False) -> None:
     p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
                    help=f"a browser Origin allowed to connect{what} (repeatable)",
                    **(kw or {"default": []}))
+    p.add_argument("--web", action="store_true",
+                   help=f"also serve the browser page on the same port{what}; prints its "
+                        "address, token included", **kw)

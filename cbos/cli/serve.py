@@ -12,6 +12,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from cbos.cli.context import Context, server_options
+from cbos.errors import UsageError
 
 if TYPE_CHECKING:
     from cbos.cli.context import Subparsers
@@ -25,19 +26,23 @@ def run_tui(args: argparse.Namespace, ctx: Context) -> int:
     ws = None
     if args.ws:
         ws = app.WsOptions(ctx.config.api_host, ctx.config.api_port, args.allow_remote,
-                           tuple(args.allow_origin or ()))
+                           tuple(args.allow_origin or ()), page=args.web)
+    elif args.web:
+        raise UsageError("--web serves the page on the WebSocket server's port: add --ws "
+                         "(cbos --ws --web), or run `cbos serve --web`")
     return app.run(ctx.config, popup=args.popup, ws=ws)
 
 
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     """`cbos serve`: the engine and the server, no TUI; Ctrl+C or SIGTERM end it (exit 0)."""
     from cbos.engine import Engine
-    from cbos.web import WebServer, serve_loop
+    from cbos.web import REMOTE_WARNING, WebServer, serve_loop
 
     config = ctx.config
     server = WebServer(config, config.api_host, config.api_port,
                        allow_remote=bool(getattr(args, "allow_remote", False)),
-                       allowed_origins=tuple(getattr(args, "allow_origin", None) or ()))
+                       allowed_origins=tuple(getattr(args, "allow_origin", None) or ()),
+                       page=bool(getattr(args, "web", False)))
     server.start()
     stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     engine: Engine | None = None
@@ -64,6 +69,11 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
                else "other users need the token")
         print(f"cbos: serving ws://{server.address}/ws/stream ({who} in "
               f"{config.token_file}); Ctrl+C stops", file=sys.stderr, flush=True)
+        if server.page:
+            print(f"cbos: the page: {server.page_url()} (the address holds the token: "
+                  "keep it to yourself)", file=sys.stderr, flush=True)
+        if server.allow_remote:
+            print(f"cbos: warning: {REMOTE_WARNING}", file=sys.stderr, flush=True)
         serve_loop(engine, server, stop_r)
     finally:
         server.shutdown()

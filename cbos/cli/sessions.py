@@ -94,7 +94,11 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
     if warning and not args.json:
         print(f"cbos: {warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps([v.to_json() for v in views], indent=2, ensure_ascii=False))
+        from cbos import delegation
+
+        groups = delegation.groups(ctx.config)
+        print(json.dumps([{**v.to_json(), "group": groups.get(v.slug)} for v in views],
+                         indent=2, ensure_ascii=False))
         return 0
     if not views:
         print("no claude sessions; start one with `cbos new PATH`", file=sys.stderr)
