@@ -149,7 +149,7 @@ LOADED = """
 import atexit, sys
 atexit.register(lambda: print("\\n".join(sorted(sys.modules)), file=sys.stderr))
 sys.argv = ["cbos", "status"]
-from cbos.cli import main
+from cbos.entry import main
 sys.exit(main())
 """
 

@@ -35,8 +35,14 @@ from typing import Any
 
 from cbos import config as config_mod
 from cbos import registry, sessions, transcript
-from cbos.errors import RefusedError, UsageError
+from cbos.errors import UsageError
 from cbos.events import HookEvent
+from cbos.presets import DEFAULT_PRESET as DEFAULT_PRESET
+from cbos.presets import PRESET_NAMES as PRESET_NAMES
+from cbos.presets import PRESETS as PRESETS
+from cbos.presets import Preset as Preset
+from cbos.presets import check_ceiling as check_ceiling
+from cbos.presets import preset as preset
 
 STATUSES = ("done", "over_budget", "max_turns", "denied", "needs_permission", "timeout",
             "failed")
@@ -45,72 +51,7 @@ DEFAULT_TIMEOUT = 1800.0
 RECORDS_NAME = "delegations.json"
 MAX_SYSTEM_PROMPT = 10_000  # bytes: tmux carries the command line (~16 KB at most)
 
-# -- presets ----------------------------------------------------------------------------------
-
-READ_TOOLS = ("Read", "Glob", "Grep")
-EDIT_TOOLS = ("Edit", "Write", "NotebookEdit")
-GIT_READ = ("Bash(git diff *)", "Bash(git log *)", "Bash(git show *)", "Bash(git status *)",
-            "Bash(git blame *)")
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Claude arguments for one level of trust; ``rank`` orders them for ``--max-preset``."""
-
-    name: str
-    rank: int
-    mode: str  # --permission-mode
-    allowed: tuple[str, ...]  # run without asking
-    disallowed: tuple[str, ...]  # removed from the model's tools
-    allows: str  # what it allows, in words (the README table)
-
-    def args(self) -> list[str]:
-        args = ["--permission-mode", self.mode]
-        if self.allowed:
-            args += ["--allowedTools", *self.allowed]
-        if self.disallowed:
-            args += ["--disallowedTools", *self.disallowed]
-        return args
-
-
-PRESETS: Mapping[str, Preset] = {p.name: p for p in (
-    Preset("read-only", 0, "default", READ_TOOLS,
-           (*EDIT_TOOLS, "Bash", "WebFetch", "WebSearch"),
-           "read and search files; no edits, no commands, no web"),
-    Preset("plan", 1, "plan", READ_TOOLS, (*EDIT_TOOLS, "WebFetch"),
-           "Claude's plan mode: read, search and propose a plan (the plan is the reply); "
-           "nothing is changed"),
-    Preset("review", 2, "default", (*READ_TOOLS, *GIT_READ), EDIT_TOOLS,
-           "read and search files, git diff/log/show/status/blame; no edits, other "
-           "commands are asked (answered no)"),
-    Preset("edit", 3, "acceptEdits", (*READ_TOOLS, *EDIT_TOOLS), (),
-           "read, and edit files in the project without asking; commands are asked "
-           "(answered no)"),
-    Preset("full", 4, "acceptEdits",
-           (*READ_TOOLS, *EDIT_TOOLS, "Bash", "WebFetch", "WebSearch", "Agent", "TodoWrite"),
-           (), "edits, any shell command, the web and subagents without asking; MCP tools "
-           "and anything else are asked (answered no). Works as root (no bypass mode)"),
-)}
-PRESET_NAMES = tuple(sorted(PRESETS, key=lambda name: PRESETS[name].rank))
-DEFAULT_PRESET = "edit"
-
-
-def preset(name: str) -> Preset:
-    found = PRESETS.get(name)
-    if found is None:
-        raise UsageError(f"unknown preset {name!r}; use one of {', '.join(PRESET_NAMES)}")
-    return found
-
-
-def check_ceiling(name: str, ceiling: str) -> Preset:
-    """The preset, unless it allows more than ``ceiling`` (then a RefusedError saying so)."""
-    wanted, top = preset(name), preset(ceiling)
-    if wanted.rank > top.rank:
-        allowed = ", ".join(n for n in PRESET_NAMES if PRESETS[n].rank <= top.rank)
-        raise RefusedError(f"preset {name!r} allows more than this server's ceiling "
-                           f"{ceiling!r}; use one of {allowed}")
-    return wanted
-
+# -- presets: cbos/presets.py (the CLI builds its parser from them without this module) --
 
 # -- limits (pure) ------------------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
-"""What many test files share: one retry helper, the fake claude's prompt log, and a
-session started the way a person would (`cbos new`, then its composer on screen)."""
+"""What many test files share: one retry helper, the fake claude's prompt log, a session
+started the way a person would (`cbos new`, then its composer on screen), and a test
+standing in for the engine's loop."""
 
 from __future__ import annotations
 
 import json
+import select
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,3 +75,17 @@ def start_session(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str,
 
     pane = wait_until(composer, timeout=timeout, message=f"{slug} shows the composer")
     return Started(project, pane)
+
+
+def pump(engine: Any, condition: Callable[[], Any], timeout: float, message: str) -> None:
+    """Be the engine's loop (select on its fds, tick) until ``condition`` holds."""
+    deadline = time.monotonic() + timeout
+    last_tick = 0.0
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s: {message}"
+        ready, _, _ = select.select(engine.fds(), [], [], 0.05)
+        for fd in ready:
+            engine.on_readable(fd)
+        if time.monotonic() - last_tick >= 1.0:
+            engine.tick()
+            last_tick = time.monotonic()

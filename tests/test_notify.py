@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from cbos.notify import Channels, Notice, Notifier, Settle, parse_switch, transi
 from cbos.state import State
 from cbos.tmux import Client as TmuxClient
 from cbos.tmux import Tmux
-from tests.support import Cli, start_session, wait_until
+from tests.support import Cli, pump, start_session, wait_until
 from tests.test_plugin import Client
 from tests.test_plugin import attach as attach  # a fixture: a client on a pty
 from tests.test_plugin import quick_fake as quick_fake  # a fixture: quicker fake claude
@@ -415,20 +414,6 @@ def test_no_tmux_server_is_not_an_error(notify_send: Path) -> None:
 
 
 # -- end to end: the real engine, fake claude --------------------------------------------------
-
-
-def pump(engine: Any, condition: Callable[[], Any], timeout: float, message: str) -> None:
-    """Be the engine's loop (select on its fds, tick) until ``condition`` holds."""
-    deadline = time.monotonic() + timeout
-    last_tick = 0.0
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s: {message}"
-        ready, _, _ = select.select(engine.fds(), [], [], 0.05)
-        for fd in ready:
-            engine.on_readable(fd)
-        if time.monotonic() - last_tick >= 1.0:
-            engine.tick()
-            last_tick = time.monotonic()
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ from cbos import engine as engine_mod
 from cbos.model import USER_PIPE
 from cbos.tmux import PIPE_OPTION, Tmux
 from tests.conftest import CliResult
-from tests.support import wait_until
-from tests.test_notify import pump
+from tests.support import pump, wait_until
 from tests.test_sessions import start
 
 

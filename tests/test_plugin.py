@@ -420,7 +420,7 @@ def test_a_running_engine_publishes_the_line_and_hands_it_back(
     `cbos status`; once it stops (or its lease runs out) `cbos status` is back."""
     from cbos import config as config_mod
     from cbos.engine import Engine
-    from tests.test_notify import pump
+    from tests.support import pump
 
     runs = fake_cbos_status(tmp_path, srv, "FALLBACK")
     client = one_waiting_session_on_the_status_line(srv, cli, tmp_path, attach)

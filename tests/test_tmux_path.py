@@ -21,8 +21,7 @@ from cbos import config as config_mod
 from cbos import statusline
 from cbos.engine import Engine
 from tests.conftest import CliResult
-from tests.support import start_session, wait_until
-from tests.test_notify import pump
+from tests.support import pump, start_session, wait_until
 from tests.test_plugin import Client
 from tests.test_plugin import attach as attach  # a fixture: a client on a pty
 from tests.test_plugin import quick_fake as quick_fake  # a fixture: quicker fake claude

@@ -147,7 +147,7 @@ def cmd_mcp_status(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _ceiling(p: argparse.ArgumentParser) -> None:
-    from cbos.delegation import DEFAULT_PRESET, PRESET_NAMES
+    from cbos.presets import DEFAULT_PRESET, PRESET_NAMES
 
     p.add_argument("--max-preset", choices=PRESET_NAMES, default=DEFAULT_PRESET,
                    help=f"the most permissive preset sessions may get (default "
@@ -159,7 +159,7 @@ def _ceiling(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Subparsers) -> None:
-    from cbos.delegation import DEFAULT_PRESET, PRESET_NAMES
+    from cbos.presets import DEFAULT_PRESET, PRESET_NAMES
 
     p = sub.add_parser("delegate", help="run a task in a new session under a safety preset "
                        "and limits; exit 0 only when it is done")
