@@ -20,6 +20,69 @@ from cbos.errors import ConfigError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A [[hosts]] name: it is shown, typed before ":" in HOST:SLUG, and never reaches a shell.
+HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+# What ssh is told to connect to: user@host, a ~/.ssh/config alias, ssh://user@host:port.
+# No option (a leading "-"), no space, quote, or shell or control character.
+SSH_DESTINATION_RE = re.compile(r"^[A-Za-z0-9_@\[\]][A-Za-z0-9_.@:/%\[\]+=-]{0,253}$")
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Another machine: ``ssh`` reaches it, ``command`` is its cbos (see cbos.hosts)."""
+
+    name: str
+    ssh: str
+    command: str = "cbos"
+
+
+def check_host_name(name: str) -> str:
+    if not HOST_NAME_RE.match(name):
+        raise ValueError(f"host name {name!r} is not valid: use 1 to 32 letters, digits, "
+                         "'.', '_' or '-', starting with a letter or digit")
+    return name
+
+
+def check_destination(ssh: str) -> str:
+    if not SSH_DESTINATION_RE.match(ssh):
+        raise ValueError(f"ssh destination {ssh!r} is not valid: give what you would type "
+                         "after `ssh` (user@host, an alias from ~/.ssh/config, or "
+                         "ssh://user@host:port), with no option, space or quote; options "
+                         "belong in ~/.ssh/config")
+    return ssh
+
+
+def _hosts(value: Any, where: str) -> tuple[HostConfig, ...]:
+    """``[[hosts]]`` tables, each checked; a mistake names the file, line and host."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{where}: hosts must be [[hosts]] tables with name, ssh and "
+                          "command")
+    found: list[HostConfig] = []
+    for number, table in enumerate(value, 1):
+        label = f"{where}: [[hosts]] #{number}"
+        unknown = sorted(set(table) - {"name", "ssh", "command"})
+        if unknown:
+            raise ConfigError(f"{label}: unknown key {unknown[0]!r}; a host has name, ssh "
+                              "and command")
+        for key in ("name", "ssh"):
+            if not isinstance(table.get(key), str):
+                raise ConfigError(f"{label}: {key} is missing (a string)")
+        command = table.get("command", "cbos")
+        if not isinstance(command, str) or not command.strip():
+            raise ConfigError(f"{label}: command must be the remote cbos command line, "
+                              'e.g. "cbos" or "~/.local/bin/cbos"')
+        if any(ord(c) < 32 or ord(c) == 127 for c in command):
+            raise ConfigError(f"{label}: command has a control character")
+        try:
+            host = HostConfig(check_host_name(table["name"]), check_destination(table["ssh"]),
+                              command.strip())
+        except ValueError as exc:
+            raise ConfigError(f"{label}: {exc}") from None
+        if any(h.name == host.name for h in found):
+            raise ConfigError(f"{label}: a second host named {host.name!r}; names must "
+                              "differ")
+        found.append(host)
+    return tuple(found)
 
 
 def _text(value: str) -> str:
@@ -138,6 +201,10 @@ class Config:
     tmux_socket: str | None = None
     history_limit: int = 50_000
     stall_seconds: float = 600.0
+    hosts: tuple[HostConfig, ...] = ()  # [[hosts]] in config.toml
+
+    def host(self, name: str) -> HostConfig | None:
+        return next((h for h in self.hosts if h.name == name), None)
 
     @property
     def events_file(self) -> Path:
@@ -180,8 +247,9 @@ def _line_of(text: str, key: str) -> int:
     return 1
 
 
-def read_toml(path: Path) -> dict[str, tuple[str, str]]:
-    """Read config.toml into ``{field: (raw value, "file:line")}``."""
+def read_toml(path: Path) -> dict[str, tuple[Any, str]]:
+    """Read config.toml into ``{field: (raw value, "file:line")}`` (``hosts``: the
+    checked [[hosts]] tables)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -194,17 +262,27 @@ def read_toml(path: Path) -> dict[str, tuple[str, str]]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    found: dict[str, tuple[str, str]] = {}
+    found: dict[str, tuple[Any, str]] = {}
     for key, value in data.items():
         where = f"{path}:{_line_of(text, key)}"
+        if key == "hosts":
+            found["hosts"] = (_hosts(value, f"{path}:{_line_of_table(text)}"), str(path))
+            continue
         setting = _BY_KEY.get(key)
         if setting is None:
-            known = ", ".join(sorted(_BY_KEY))
+            known = ", ".join(sorted([*_BY_KEY, "[[hosts]]"]))
             raise ConfigError(f"{where}: unknown key {key!r}; known keys: {known}")
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise ConfigError(f"{where}: {key} must be a string or a number")
         found[setting.field] = (str(value), where)
     return found
+
+
+def _line_of_table(text: str) -> int:
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip().startswith("[[hosts]]"):
+            return number
+    return 1
 
 
 def read_dotenv(path: Path) -> dict[str, tuple[str, str]]:
@@ -242,9 +320,10 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
     state_dir = _xdg(env, "XDG_STATE_HOME", ".local/state") / "cbos"
     config_dir = _xdg(env, "XDG_CONFIG_HOME", ".config") / "cbos"
 
-    raw: dict[str, tuple[str, str]] = {}
+    raw: dict[str, tuple[Any, str]] = {}
     raw.update(read_dotenv(home / ".cbos" / ".env"))
     raw.update(read_toml(config_dir / "config.toml"))
+    hosts: tuple[HostConfig, ...] = raw.pop("hosts", ((), ""))[0]
     for setting in SETTINGS:
         # The first name is current; later ones are older spellings still honoured.
         for name in setting.env:
@@ -262,6 +341,7 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         except ValueError as exc:
             raise ConfigError(f"{where}: {setting.env[0]}={text!r} {exc}") from None
 
+    values["hosts"] = hosts
     values.setdefault("stream_dir", state_dir / "logs")
     values.setdefault("events_dir", state_dir)
     return Config(state_dir=state_dir, config_dir=config_dir, **values)

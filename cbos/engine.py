@@ -23,17 +23,19 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cbos import logs, registry, statusline
+from cbos import protocol as pr
 from cbos import state as st
-from cbos.config import Config
+from cbos.config import Config, HostConfig
 from cbos.core import Core, Gathered, may_show_blocker
 from cbos.errors import CbosError, RefusedError
 from cbos.events import Events
+from cbos.hosts import HostLink
 from cbos.model import SessionView, Snapshot
 from cbos.panes import PaneSession
 from cbos.tmux import Tmux
@@ -77,7 +79,8 @@ class Outcome:
 
 class Engine:
     def __init__(self, config: Config, tmux: Tmux | None = None, notify: bool = True,
-                 status_line: bool = True) -> None:
+                 status_line: bool = True, hosts: Sequence[HostConfig] | None = None
+                 ) -> None:
         self.config = config
         self._notify = notify
         self.core = Core(config, tmux)
@@ -107,6 +110,14 @@ class Engine:
         self._status_line: str | None = None  # as last published
         self._status_renew_at = 0.0
         self._status_lock = threading.Lock()
+        # Other machines ([[hosts]]; none for `serve --stdio`): their sessions join this
+        # board's snapshots as HOST:SLUG, their output the output listeners.
+        self.links = {h.name: HostLink(config, h, self._host_wake, config.max_buffer_size)
+                      for h in (config.hosts if hosts is None else hosts)}
+        self._host_drain_due = False
+        self._host_lock = threading.Lock()
+        self._compose_key: tuple[int, ...] = ()
+        self._compose_version = 0
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -133,6 +144,8 @@ class Engine:
             from cbos.notify import Notifier
 
             Notifier(self.core.tmux, self).start()
+        for link in self.links.values():
+            link.start()  # connects on its own threads; the first paint does not wait
         gathered = self.core.gather()  # status files before events: see Core.load
         self.core.board.apply_events(self.events.backlog())
         self.core.apply(gathered, remember=False)
@@ -173,6 +186,12 @@ class Engine:
                 with contextlib.suppress(CbosError):
                     self.core.tmux.set_global_options({statusline.LEASE_OPTION: None})
             self._closed = True
+        stoppers = [threading.Thread(target=link.close, daemon=True)
+                    for link in self.links.values()]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join(5)
         for lane in self._lanes.values():
             lane.shutdown(wait=False, cancel_futures=True)
         for closer in (self.tail.close, self.events.close):
@@ -382,8 +401,45 @@ class Engine:
 
     def snapshot(self) -> Snapshot:
         if self._snapshot is None:
-            self._snapshot = self.core.snapshot()
+            self._snapshot = self._compose(self.core.snapshot())
         return self._snapshot
+
+    def _compose(self, local: Snapshot) -> Snapshot:
+        """This machine's board plus every host's sessions, one snapshot, one version."""
+        if not self.links:
+            return local
+        links = list(self.links.values())
+        key = (local.version, *(link.version for link in links))
+        if key != self._compose_key:
+            self._compose_key = key
+            self._compose_version += 1
+        remote = [v for link in links for v in link.views.values()]
+        sessions = tuple(sorted((*local.sessions, *remote), key=lambda v: v.slug))
+        return Snapshot(self._compose_version, local.taken, sessions, local.tmux_up,
+                        tuple(link.status for link in links))
+
+    def _host_wake(self) -> None:
+        """A link read something (its thread): drain the links on the loop thread, once."""
+        with self._host_lock:
+            if self._host_drain_due:
+                return
+            self._host_drain_due = True
+        self._done.put(self._drain_hosts)
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"h")
+
+    def _drain_hosts(self) -> None:
+        with self._host_lock:
+            self._host_drain_due = False
+        changed = False
+        for link in self.links.values():
+            moved, chunks = link.drain()
+            changed = changed or moved
+            if chunks:
+                for listener in self.output_listeners:
+                    listener(chunks)
+        if changed:
+            self.publish()
 
     def view(self, slug: str) -> SessionView | None:
         return self.snapshot().get(slug)
@@ -391,7 +447,7 @@ class Engine:
     def publish(self) -> None:
         """Tell listeners when anything shown has changed (the board versions snapshots)."""
         previous = self._snapshot
-        current = self.core.snapshot()
+        current = self._compose(self.core.snapshot())
         self._snapshot = current
         self._publish_status(current)
         if previous is not None and previous.version == current.version:
@@ -445,29 +501,126 @@ class Engine:
             return None
         return session, view
 
+    # -- another machine's sessions: the request goes to its link ------------------------
+
+    def _remote(self, name: str, kind: str, done: Callable[[Outcome], None] | None,
+                value: Callable[[dict[str, Any]], Any] = lambda reply: reply,
+                **fields: Any) -> bool:
+        """Send ``kind`` for HOST:SLUG ``name`` to its host; False if ``name`` is local.
+
+        The reply (or the host's error) comes back to ``done`` on the loop thread; a host
+        that is down answers at once with why.
+        """
+        host, colon, bare = name.partition(":")
+        if not colon:
+            return False
+        link = self.links.get(host)
+
+        def reply(message: dict[str, Any] | None, error: str) -> None:
+            if done is None:
+                return
+            if message is None:
+                done(Outcome(False, error=error))
+            elif message.get("success") is False:
+                done(Outcome(False, error=f"{host}: {message.get('error')}"))
+            else:
+                try:
+                    done(Outcome(True, value(message)))
+                except (KeyError, TypeError, ValueError) as exc:
+                    done(Outcome(False, error=f"{host}: a malformed reply ({exc!r})"))
+
+        if link is None:
+            reply(None, f"no host named {host!r}; the hosts are {', '.join(self.links)}"
+                  if self.links else f"no host named {host!r}: no [[hosts]] configured")
+        elif (view := self.view(name)) is None and kind != "create_session":
+            reply(None, f"no session named {name!r}; `cbos ls` lists them")
+        else:
+            if view is not None:
+                fields.setdefault("session", bare)
+            link.request(kind, reply, **fields)
+        return True
+
     def send(self, slug: str, text: str, done: Callable[[Outcome], None] | None = None) -> None:
+        if self._remote(slug, "send", done, text=text):
+            return
         if (target := self._target(slug, done)) is not None:
             pane_id, view, core = target[0].pane.pane_id, target[1], self.core
             self.run(lambda: core.send_to(pane_id, slug, view, text), done, ACT)
 
     def interrupt(self, slug: str, done: Callable[[Outcome], None] | None = None) -> None:
+        if self._remote(slug, "interrupt", done):
+            return
         if (target := self._target(slug, done)) is not None:
             pane_id, tmux = target[0].pane.pane_id, self.core.tmux
             self.run(lambda: tmux.interrupt(pane_id, slug), done, ACT)
 
     def answer(self, slug: str, choice: str,
                done: Callable[[Outcome], None] | None = None) -> None:
+        if self._remote(slug, "answer", done, choice=choice):
+            return
         if (target := self._target(slug, done)) is not None:
             pane_id, view, core = target[0].pane.pane_id, target[1], self.core
             self.run(lambda: core.answer_to(pane_id, slug, view, choice), done, ACT)
 
     def buffer(self, slug: str, done: Callable[[Outcome], None],
                colours: bool = True) -> None:
+        # Another machine's: its rendered screen (colours and all; what the preview shows).
+        if self._remote(slug, "get_screen", done, lambda reply: str(reply["data"])):
+            return
         if (target := self._target(slug, done)) is not None:
             pane_id, tmux = target[0].pane.pane_id, self.core.tmux
             self.run(lambda: tmux.capture(pane_id, colours=colours), done, SCREEN)
 
+    def screen(self, slug: str, done: Callable[[Outcome], None]) -> None:
+        """The rendered screen with its colours, and its size: ``(text, cols, rows)``."""
+        if self._remote(slug, "get_screen", done, lambda reply: (
+                str(reply["data"]), int(reply["cols"]), int(reply["rows"]))):
+            return
+        if (target := self._target(slug, done)) is not None:
+            pane, tmux = target[0].pane, self.core.tmux
+            self.run(lambda: (tmux.capture(pane.pane_id), pane.width, pane.height), done,
+                     SCREEN)
+
+    # -- output, by session name (front ends replay and show it) ---------------------------
+
+    def stream_names(self) -> list[str]:
+        """Sessions whose output is followed (a log may outlive its pane)."""
+        return [*self.tail.slugs(), *(n for link in self.links.values() for n in link.names())]
+
+    def stream_offset(self, name: str) -> int:
+        """The offset after the last output handed to the output listeners."""
+        host, colon, bare = name.partition(":")
+        if colon and host in self.links:
+            return self.links[host].offset(bare)
+        return self.tail.offset(name)
+
+    def stream_reader(self, name: str) -> Callable[[int, int], tuple[bytes, int, bool]]:
+        """``read(offset, limit)`` of the session's kept output; safe on any thread.
+        (Another machine's: what its link keeps in memory, ``max_buffer_size`` bytes.)"""
+        host, colon, bare = name.partition(":")
+        if colon and host in self.links:
+            return self.links[host].reader(bare)
+        tail = self.tail
+        return lambda offset, limit: tail.read_since(name, offset, limit=limit)
+
+    def output(self, name: str) -> bytes:
+        """The newest output kept in memory."""
+        host, colon, bare = name.partition(":")
+        if colon and host in self.links:
+            return self.links[host].output(bare)
+        return self.tail.buffer(name)
+
+    def last_message(self, name: str) -> str:
+        """Claude's last reply in full (loop thread)."""
+        board = self.core.board
+        session = board.sessions.get(name)
+        track = board.track_for(session) if session is not None else None
+        text = getattr(track, "last_message", "")
+        return text if isinstance(text, str) else ""
+
     def kill(self, slug: str, done: Callable[[Outcome], None] | None = None) -> None:
+        if self._remote(slug, "delete_session", done):
+            return
         if (target := self._target(slug, done)) is None:
             return
         session, tmux = target[0], self.core.tmux
@@ -480,9 +633,26 @@ class Engine:
         self.run(lambda: tmux.kill(session.pane), finished, ACT)
 
     def create(self, path: str, slug: str | None = None, extra_args: tuple[str, ...] = (),
-               done: Callable[[Outcome], None] | None = None) -> None:
+               done: Callable[[Outcome], None] | None = None, host: str | None = None
+               ) -> None:
+        """Start a session here, or on ``host`` (also given as ``slug`` "HOST:SLUG")."""
         from pathlib import Path
 
+        if slug is not None and ":" in slug:
+            host, _, slug = slug.partition(":")
+        if host is not None:
+            if extra_args:
+                if done:
+                    done(Outcome(False, error="claude's own arguments cannot be passed to "
+                                              "another machine's session"))
+                return
+            name = f"{host}:{slug or ''}"
+            fields: dict[str, Any] = {"path": path}
+            if slug:
+                fields["slug"] = slug
+            self._remote(name, "create_session", done,
+                         lambda reply: pr.view_from_json(reply["session"], host), **fields)
+            return
         core = self.core
 
         def finished(outcome: Outcome) -> None:

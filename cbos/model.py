@@ -42,10 +42,18 @@ class SessionView:
     dialog: Dialog | None = None
     read_only: bool = False  # a claude outside cbos's tmux: watched, never driven
     usage: Mapping[str, Any] = field(default_factory=dict)
+    # The machine it runs on: None here; a [[hosts]] name for a remote session, whose slug
+    # is then "HOST:SLUG" (":" is no slug character, so names never collide).
+    host: str | None = None
 
     @property
     def icon(self) -> str:
         return st.ICONS[self.state]
+
+    @property
+    def bare(self) -> str:
+        """The slug on its own machine (what goes on the wire to that host)."""
+        return self.slug.partition(":")[2] if self.host else self.slug
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -55,6 +63,7 @@ class SessionView:
             "tmux": None if self.read_only else self.tmux,
             "pane_id": None if self.read_only else self.pane_id, "adopted": self.adopted,
             "read_only": self.read_only, "dialog": None,
+            "host": self.host,
         }
         if self.dialog is not None:
             data["dialog"] = {
@@ -69,6 +78,31 @@ class SessionView:
 
 
 @dataclass(frozen=True)
+class HostStatus:
+    """How another machine's link stands (see cbos.hosts), for a one-line report."""
+
+    name: str
+    up: bool
+    since: float  # when it came up, or went down
+    error: str  # why it is down ("" while up, or before the first attempt has ended)
+    retry_at: float | None = None  # when the next attempt starts (down only)
+
+    def line(self, now: float | None = None) -> str:
+        """"box1: unreachable since 12:03 — ssh: connect … refused; retrying in 8s"."""
+        if self.up:
+            return f"{self.name}: connected"
+        if not self.error:
+            return f"{self.name}: connecting…"
+        clock = time.strftime("%H:%M", time.localtime(self.since))
+        reason = self.error.removeprefix(f"{self.name}: ")
+        text = f"{self.name}: unreachable since {clock} — {reason}"
+        if self.retry_at is not None:
+            now = time.time() if now is None else now
+            text += f"; retrying in {max(0, round(self.retry_at - now))}s"
+        return text
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """The whole board at one instant; safe to share between threads."""
 
@@ -76,6 +110,7 @@ class Snapshot:
     taken: float
     sessions: tuple[SessionView, ...]
     tmux_up: bool = True
+    hosts: tuple[HostStatus, ...] = ()  # other machines' links, in config order
 
     def get(self, slug: str) -> SessionView | None:
         return next((s for s in self.sessions if s.slug == slug), None)

@@ -391,6 +391,11 @@ class Tmux:
         except TmuxError:
             return False
 
+    def open_window(self, name: str, argv: Sequence[str]) -> None:
+        """A new window in the current session running ``argv`` (tmux execs the words
+        itself, no shell), e.g. ``ssh -t HOST cbos attach SLUG``."""
+        self.cmd("new-window", "-n", name, "--", *argv)
+
     def switch_client(self, pane: Pane) -> None:
         self.cmd("select-window", "-t", pane.window_id, ";",
                  "select-pane", "-t", pane.pane_id, ";",

@@ -28,8 +28,9 @@ from tests.test_plugin import quick_fake as quick_fake  # a fixture: quicker fak
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cbos"
 TMUX_MODULE = PACKAGE / "tmux.py"
-# Processes cbos starts that are not tmux: notify-send (the desktop notification).
-OTHER_PROGRAMS = {"notify.py": {"Popen"}}
+# Processes cbos starts that are not tmux: notify-send (the desktop notification), ssh
+# (other machines; hosts.py is its only caller).
+OTHER_PROGRAMS = {"notify.py": {"Popen"}, "hosts.py": {"Popen", "run", "execvp"}}
 SPAWNERS = {("subprocess", name) for name in ("run", "Popen", "call", "check_call",
                                               "check_output", "getoutput",
                                               "getstatusoutput")} | {

@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from cbos import config as config_mod
-from cbos import logs, web
+from cbos import logs, protocol, web
 from cbos.engine import Engine
 from cbos.errors import CbosError
 from cbos.model import SessionView
@@ -321,7 +321,7 @@ def test_loopback_host(case: HostCase) -> None:
 def test_big_chunks_are_cut_between_characters() -> None:
     raw = ("é€😀" * 40_000).encode()  # 9 bytes a round; no cut lands on a boundary by luck
     chunk = logs.Chunk("S", raw.decode(), raw, 1000 + len(raw), 1.0, gap=True)
-    messages = [json.loads(t) for t in web.stream_messages(chunk, piece=1000)]
+    messages = [json.loads(t) for t in protocol.stream_messages(chunk, piece=1000)]
     assert len(messages) > 300
     assert "".join(m["data"] for m in messages) == raw.decode()
     assert all("\ufffd" not in m["data"] for m in messages)
@@ -349,7 +349,7 @@ class ContextCase(NamedTuple):
 def test_waiting_context(case: ContextCase) -> None:
     view = SessionView("S", "/p", case.state, case.reason, 0.0, None, None, "S:0.0", "%1",
                        False)
-    assert web.waiting_context(view, case.last) == case.context
+    assert protocol.waiting_context(view, case.last) == case.context
 
 
 def test_token_file_is_private_created_once_and_replaced_if_exposed(
@@ -440,6 +440,26 @@ def test_waiting_and_permission_are_announced_with_context(
         # Typing now would answer the dialog: refused, with a reason.
         refused = ask(ws, {"type": "send", "session": "TURN", "text": "hello"})
         assert refused["success"] is False and "cbos answer TURN" in refused["error"]
+
+        # v2: the SESSION carries the dialog and its host; the screen comes rendered with
+        # its size; `answer` picks an option.
+        def dialog() -> Message | None:
+            for view in ask(ws, {"type": "list_sessions"})["sessions"]:
+                if view["slug"] == "TURN" and view["dialog"]:
+                    return dict(view)
+            return None
+        view = wait_until(dialog, timeout=20, message="the dialog in the SESSION")
+        assert view["host"] is None and view["dialog"]["options"][0]["number"] == 1
+        assert view["dialog"]["options"][0]["label"].startswith("Yes")
+        screen = ask(ws, {"type": "get_screen", "session": "TURN"})
+        assert screen["type"] == "screen" and screen["cols"] > 0 and screen["rows"] > 0
+        assert "made.txt" in screen["data"]
+        answered = ask(ws, {"type": "answer", "session": "TURN", "choice": "1"})
+        assert answered == {"type": "answer_result", "session": "TURN", "success": True,
+                            "id": answered["id"]}
+        wait_until(target.exists, timeout=20, message="the answered write happened")
+        again = ask(ws, {"type": "answer", "session": "TURN", "choice": "yes"})
+        assert again["success"] is False and "no dialog" in again["error"]
 
 
 def test_interrupt_buffer_create_and_delete(
@@ -759,6 +779,11 @@ BAD = [
     Bad('{"type": "create_session", "slug": "X"}', '"path"'),
     Bad('{"type": "create_session", "slug": "X", "path": "relative/dir"}', "relative"),
     Bad('{"type": "unsubscribe", "sessions": ["NOPE"]}', "no session named"),
+    Bad('{"type": "answer", "session": "NOPE", "choice": "1"}', "no session named"),
+    Bad('{"type": "answer", "session": "X"}', '"choice"'),
+    Bad('{"type": "answer", "session": "X", "choice": "1; rm -rf"}', '"choice"'),
+    Bad('{"type": "get_screen", "session": "NOPE"}', "no session named"),
+    Bad('{"type": "get_screen"}', '"session"'),
     Bad('{"type": "list_sessions", "id": {"a": 1}}', '"id"'),
     Bad('{"type": "list_sessions", "id": NaN}', '"id"'),
     Bad('{"type": "list_sessions", "id": "\\ud800"}', "surrogate"),
@@ -1005,3 +1030,13 @@ def test_cbos_serve_does_not_import_urwid(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True, cwd=tmp_path).stdout
     assert out.strip() == "False"
+
+
+def test_the_server_is_a_context_manager(config: config_mod.Config, tmux: Tmux) -> None:
+    with WebServer(config, "127.0.0.1", 0) as server:
+        port = int(server.address.rsplit(":", 1)[1])
+        with connect(f"ws://127.0.0.1:{port}/ws/stream", proxy=None, open_timeout=5):
+            pass
+    assert server.stopped_cleanly is True
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()

@@ -16,14 +16,14 @@ from collections.abc import Sequence
 
 from cbos import __version__
 from cbos import config as config_mod
-from cbos.cli import agents, integration, scripting, serve, sessions
+from cbos.cli import agents, integration, remote, scripting, serve, sessions
 from cbos.cli.context import Context, Handler, Parser, server_options
 from cbos.errors import CbosError
 
 log = logging.getLogger("cbos")
 
 # Each group adds its subcommands, in this order, to `cbos --help`.
-GROUPS = (sessions, scripting, agents, serve, integration)
+GROUPS = (sessions, scripting, agents, serve, integration, remote)
 
 # Commands whose words after a lone "--" go to claude untouched.
 CLAUDE_ARG_COMMANDS = frozenset({"new"})

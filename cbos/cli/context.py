@@ -19,6 +19,8 @@ from cbos.errors import CbosError, UsageError
 
 if TYPE_CHECKING:
     from cbos.core import Core
+    from cbos.hosts import Address, Remote
+    from cbos.model import SessionView
     from cbos.tmux import Tmux
 
 
@@ -83,11 +85,13 @@ def read_text_arg(words: Sequence[str]) -> str:
     return check_text(" ".join(words))
 
 
-def targets(args: argparse.Namespace, words: list[str], the_core: Core) -> tuple[list[str],
-                                                                                 list[str]]:
+def targets(args: argparse.Namespace, words: list[str], the_core: Core,
+            remotes: Remotes | None = None) -> tuple[list[str], list[str]]:
     """(slugs, remaining words) for commands that take one slug, several (A,B) or a group
-    (--all, --state)."""
+    (--all, --state); with ``remotes``, HOST:SLUG names and every host's sessions too."""
     views = the_core.snapshot().sessions
+    if remotes is not None and (args.all or args.state):
+        views = tuple(all_views(remotes.ctx, views))
     if args.all or args.state:
         wanted = parse_states(args.state) if args.state else None
         slugs = [v.slug for v in views
@@ -98,7 +102,11 @@ def targets(args: argparse.Namespace, words: list[str], the_core: Core) -> tuple
                          "--state")
     slugs = [part for part in words[0].split(",") if part]
     for slug in slugs:
-        the_core.session(slug)  # unknown names fail before anything is typed anywhere
+        # Unknown names fail before anything is typed anywhere.
+        if ":" in slug and remotes is not None:
+            remotes.remote(slug)
+        else:
+            the_core.session(slug)
     return slugs, words[1:]
 
 
@@ -198,3 +206,65 @@ def server_options(p: argparse.ArgumentParser, ws_prefix: bool = False) -> None:
     p.add_argument("--web", action="store_true",
                    help=f"also serve the browser page on the same port{what}; prints its "
                         "address, token included", **kw)
+
+
+# -- other machines' sessions (HOST:SLUG) --------------------------------------------------
+
+
+class Remotes:
+    """One :class:`~cbos.hosts.Remote` per host, opened on first use, closed at the end."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._open: dict[str, Remote] = {}
+
+    def address(self, name: str) -> Address:
+        from cbos import hosts
+
+        return hosts.address(self.ctx.config, name)
+
+    def remote(self, name: str) -> tuple[Remote, str]:
+        """The connection to ``name``'s host and the bare slug; the session must exist."""
+        from cbos.hosts import Remote
+
+        where = self.address(name)
+        assert where.host is not None
+        remote = self._open.get(where.host.name)
+        if remote is None:
+            remote = self._open[where.host.name] = Remote(self.ctx.config, where.host)
+        if not any(v.slug == where.name for v in remote.views):
+            raise UsageError(f"no session named {where.slug!r} on {where.host.name}; "
+                             f"`cbos ls` lists them")
+        return remote, where.slug
+
+    def view(self, name: str) -> SessionView:
+        remote, _ = self.remote(name)
+        return next(v for v in remote.views if v.slug == name)
+
+    def ask(self, name: str, kind: str, **fields: Any) -> dict[str, Any]:
+        remote, slug = self.remote(name)
+        return remote.ask(kind, session=slug, **fields)
+
+    def __enter__(self) -> Remotes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for remote in self._open.values():
+            remote.close()
+
+
+def is_remote(name: str | None) -> bool:
+    return name is not None and ":" in name
+
+
+def all_views(ctx: Context, local: Sequence[SessionView]) -> list[SessionView]:
+    """This machine's views and every reachable host's; unreachable hosts on stderr."""
+    if not ctx.config.hosts:
+        return list(local)
+    from cbos import hosts
+
+    remote, errors = hosts.gather(ctx.config)
+    for host in ctx.config.hosts:
+        if host.name in errors:
+            print(f"cbos: {errors[host.name]}", file=sys.stderr)
+    return [*local, *remote]

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cbos.cli.context import Context, read_text_arg, seconds
+from cbos.cli import remote
+from cbos.cli.context import Context, is_remote, read_text_arg, seconds
 from cbos.config import ENV_NAME_RE
 from cbos.errors import CbosError, UsageError
 
@@ -36,6 +37,8 @@ def cmd_chat(args: argparse.Namespace, ctx: Context) -> int:
     from cbos import api
 
     text = read_text_arg(args.text)
+    if is_remote(args.slug):
+        return remote.chat(args, ctx, text)
     result = api.chat(ctx.config, ctx.tmux, args.slug, text, args.timeout)
     if args.json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
@@ -67,6 +70,8 @@ def format_history(messages: Sequence[Message], full: bool) -> str:
 def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
     from cbos import api
 
+    if is_remote(args.slug):
+        return remote.history(args, ctx)
     found = api.history(ctx.config, ctx.tmux, args.slug, full=args.full)
     if args.json:
         print(json.dumps(found.to_json(), indent=2, ensure_ascii=False))
@@ -298,7 +303,7 @@ def _first_prompts(ctx: Context, panes: dict[str, str], prompts: Mapping[str, st
 
 def register(sub: Subparsers) -> None:
     p = sub.add_parser("chat", help="send a prompt, wait for the turn to end, print the reply")
-    p.add_argument("slug", help="session slug")
+    p.add_argument("slug", help="session: SLUG, or HOST:SLUG on another machine")
     p.add_argument("text", nargs="+", metavar="TEXT", help="the prompt, or - for stdin")
     p.add_argument("--timeout", type=seconds, default=600.0, metavar="S",
                    help="give up after S seconds (default 600)")
@@ -307,7 +312,7 @@ def register(sub: Subparsers) -> None:
     p.set_defaults(handler=cmd_chat)
 
     p = sub.add_parser("history", help="a session's prompts and replies, from its transcript")
-    p.add_argument("slug", help="session slug")
+    p.add_argument("slug", help="session: SLUG, or HOST:SLUG on another machine")
     p.add_argument("--full", action="store_true", help="whole replies, tool calls included")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_history)

@@ -35,6 +35,10 @@ def run_tui(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     """`cbos serve`: the engine and the server, no TUI; Ctrl+C or SIGTERM end it (exit 0)."""
+    if args.stdio:
+        from cbos.stdio import serve_stdio
+
+        return serve_stdio(ctx.config, ctx.tmux)
     from cbos.engine import Engine
     from cbos.web import REMOTE_WARNING, WebServer, serve_loop
 
@@ -89,4 +93,8 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
 def register(sub: Subparsers) -> None:
     p = sub.add_parser("serve", help="run the WebSocket server without the TUI")
     server_options(p)
+    p.add_argument("--stdio", action="store_true",
+                   help="speak the protocol as JSON lines on stdin/stdout instead of "
+                        "listening (what `ssh HOST cbos serve --stdio` runs); ends when "
+                        "stdin closes")
     p.set_defaults(handler=cmd_serve)

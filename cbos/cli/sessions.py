@@ -11,10 +11,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cbos.cli import remote
 from cbos.cli.context import (
     Context,
+    Remotes,
+    all_views,
     for_each,
     group_options,
+    is_remote,
     lines,
     parse_states,
     read_text_arg,
@@ -31,6 +35,9 @@ if TYPE_CHECKING:
 def cmd_new(args: argparse.Namespace, ctx: Context) -> int:
     from cbos import delegation
     from cbos.core import Core
+
+    if args.on_host is not None:
+        return remote.new(args, ctx)
 
     path = Path(args.path) if args.path else Path.cwd()
     extra = list(args.claude_args or ())
@@ -90,6 +97,8 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
     procs = the_core.board.procs
     views = [model.with_usage(v, transcript.usage_for(v.claude_session_id, v.pid, procs))
              for v in _in_group(ctx, the_core.snapshot().sessions, args.group)]
+    if args.group is None:
+        views = all_views(ctx, views)  # every host's (unreachable ones on stderr)
     warning = auth.expiry_warning(auth.credential())
     if warning and not args.json:
         print(f"cbos: {warning}", file=sys.stderr)
@@ -103,7 +112,7 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
     if not views:
         print("no claude sessions; start one with `cbos new PATH`", file=sys.stderr)
         return 0
-    print(format_table(views))
+    print(format_table(views, hosts=bool(ctx.config.hosts)))
     return 0
 
 
@@ -134,15 +143,18 @@ def usage_cells(usage: Mapping[str, Any]) -> tuple[str, str, str]:
             _memory(usage.get("rss_bytes")))
 
 
-def format_table(views: Sequence[SessionView], now: float | None = None) -> str:
-    """`cbos ls`: icon, slug, state, age, TOKENS, COST, MEM, reason and path, in attention
-    order."""
+def format_table(views: Sequence[SessionView], now: float | None = None,
+                 hosts: bool = False) -> str:
+    """`cbos ls`: icon, (HOST,) slug, state, age, TOKENS, COST, MEM, reason and path, in
+    attention order across every host."""
     from cbos.model import age, attention_key
 
     now = time.time() if now is None else now
-    rows = [("", "SLUG", "STATE", "AGE", "TOKENS", "COST", "MEM", "REASON", "PATH")]
+    head: tuple[str, ...] = ("", "HOST") if hosts else ("",)
+    rows = [(*head, "SLUG", "STATE", "AGE", "TOKENS", "COST", "MEM", "REASON", "PATH")]
     for v in sorted(views, key=attention_key):
-        rows.append((v.icon, v.slug, v.state.value, age(now - v.since), *usage_cells(v.usage),
+        lead = (v.icon, v.host or "-") if hosts else (v.icon,)
+        rows.append((*lead, v.slug, v.state.value, age(now - v.since), *usage_cells(v.usage),
                      v.reason, v.path))
     last = len(rows[0]) - 1
     widths = [max(len(r[i]) for r in rows) for i in range(last)]
@@ -153,28 +165,37 @@ def format_table(views: Sequence[SessionView], now: float | None = None) -> str:
 
 def cmd_send(args: argparse.Namespace, ctx: Context) -> int:
     the_core = ctx.core()
-    slugs, words = targets(args, args.words, the_core)
-    if not words:
-        raise UsageError("give the text to send (or - to read it from stdin)")
-    text = read_text_arg(words)
-    return for_each(slugs, lambda slug: the_core.send(slug, text), "sent")
+    with Remotes(ctx) as remotes:
+        slugs, words = targets(args, args.words, the_core, remotes)
+        if not words:
+            raise UsageError("give the text to send (or - to read it from stdin)")
+        text = read_text_arg(words)
+        return for_each(slugs, lambda slug: remotes.ask(slug, "send", text=text)
+                        if is_remote(slug) else the_core.send(slug, text), "sent")
 
 
 def cmd_interrupt(args: argparse.Namespace, ctx: Context) -> int:
     the_core = ctx.core()
-    slugs, words = targets(args, args.words, the_core)
-    if words:
-        raise UsageError(f"unexpected words after the session: {' '.join(words)!r}")
-    return for_each(slugs, the_core.interrupt, "interrupted")
+    with Remotes(ctx) as remotes:
+        slugs, words = targets(args, args.words, the_core, remotes)
+        if words:
+            raise UsageError(f"unexpected words after the session: {' '.join(words)!r}")
+        return for_each(slugs, lambda slug: remotes.ask(slug, "interrupt")
+                        if is_remote(slug) else the_core.interrupt(slug),
+                        "interrupted")
 
 
 def cmd_answer(args: argparse.Namespace, ctx: Context) -> int:
+    if is_remote(args.slug):
+        return remote.answer(args, ctx)
     dialog = ctx.core().answer(args.slug, args.choice)
     print(f"answered {args.slug}: {dialog.question}")
     return 0
 
 
 def cmd_kill(args: argparse.Namespace, ctx: Context) -> int:
+    if is_remote(args.slug) and args.group is None:
+        return remote.kill(args, ctx)
     the_core = ctx.core()
     if args.group is not None:
         if args.slug is not None:
@@ -192,6 +213,8 @@ def cmd_kill(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_attach(args: argparse.Namespace, ctx: Context) -> int:
+    if is_remote(args.slug):
+        return remote.attach(args, ctx)
     session = ctx.core().session(args.slug)
     if ctx.tmux.inside():
         ctx.tmux.switch_client(session.pane)
@@ -207,6 +230,8 @@ def cmd_wait(args: argparse.Namespace, ctx: Context) -> int:
     from cbos.core import Core
 
     wanted = parse_states(args.state)
+    if is_remote(args.slug):
+        return remote.wait(args, ctx, wanted)
     # A fresh Core: wait_for reads the events backlog itself, once.
     reached = waiting.wait_for(Core(ctx.config, ctx.tmux), args.slug, wanted, args.timeout)
     if reached is None:
@@ -218,6 +243,8 @@ def cmd_wait(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_buffer(args: argparse.Namespace, ctx: Context) -> int:
+    if is_remote(args.slug):
+        return remote.buffer(args, ctx)
     session = ctx.core().session(args.slug)
     if args.raw:
         sys.stdout.buffer.write(tail_bytes(ctx.config.log_path(session.slug), args.lines))
@@ -231,6 +258,8 @@ def cmd_buffer(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_tail(args: argparse.Namespace, ctx: Context) -> int:
     from cbos import follow
 
+    if is_remote(args.slug):
+        return remote.tail(args, ctx)
     session = ctx.core().session(args.slug)
     colours = sys.stdout.isatty()
     try:
@@ -278,6 +307,8 @@ def register(sub: Subparsers) -> None:
     prompt.add_argument("--append-system-prompt-file", metavar="FILE",
                         help="the same, read from FILE")
     p.add_argument("--group", metavar="G", help="a group label (`cbos ls --group G`)")
+    p.add_argument("--host", dest="on_host", metavar="HOST",
+                   help="start it on that [[hosts]] machine (PATH is a directory there)")
     p.set_defaults(claude_args=[])
     p.set_defaults(handler=cmd_new)
 
@@ -300,7 +331,7 @@ def register(sub: Subparsers) -> None:
     p.set_defaults(handler=cmd_interrupt)
 
     p = sub.add_parser("tail", help="follow a session's output, like tail -f")
-    p.add_argument("slug", help="session slug")
+    p.add_argument("slug", help="session: SLUG, or HOST:SLUG on another machine")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     p.add_argument("--raw", action="store_true", help="raw bytes instead of rendered text")
     p.add_argument("--lines", type=lines, default=20, metavar="N",
@@ -308,12 +339,12 @@ def register(sub: Subparsers) -> None:
     p.set_defaults(handler=cmd_tail)
 
     p = sub.add_parser("answer", help="answer the permission or question dialog on screen")
-    p.add_argument("slug", help="session slug")
+    p.add_argument("slug", help="session: SLUG, or HOST:SLUG on another machine")
     p.add_argument("choice", help="an option number, yes, no, or esc")
     p.set_defaults(handler=cmd_answer)
 
     p = sub.add_parser("wait", help="wait until a session reaches a state (exit 1 on timeout)")
-    p.add_argument("slug", help="session slug")
+    p.add_argument("slug", help="session: SLUG, or HOST:SLUG on another machine")
     p.add_argument("--state", default="waiting,permission",
                    help="comma-separated states to wait for (default: waiting,permission)")
     p.add_argument("--timeout", type=seconds, default=None, metavar="S",
@@ -321,16 +352,16 @@ def register(sub: Subparsers) -> None:
     p.set_defaults(handler=cmd_wait)
 
     p = sub.add_parser("kill", help="end a session, or a group (logs stay)")
-    p.add_argument("slug", nargs="?", help="session slug")
+    p.add_argument("slug", nargs="?", help="session: SLUG, or HOST:SLUG on another machine")
     p.add_argument("--group", metavar="G", help="every session of group G")
     p.set_defaults(handler=cmd_kill)
 
     p = sub.add_parser("attach", help="switch to (inside tmux) or attach a session")
-    p.add_argument("slug", help="session slug")
+    p.add_argument("slug", help="session: SLUG, or HOST:SLUG on another machine")
     p.set_defaults(handler=cmd_attach)
 
     p = sub.add_parser("buffer", help="a session's screen, or its raw log")
-    p.add_argument("slug", help="session slug")
+    p.add_argument("slug", help="session: SLUG, or HOST:SLUG on another machine")
     p.add_argument("--raw", action="store_true", help="the raw bytes from the log")
     p.add_argument("--lines", type=lines, metavar="N", help="only the last N lines")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
