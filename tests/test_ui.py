@@ -8,6 +8,7 @@ tmux server, with a screen that keeps the last canvas drawn instead of a termina
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -679,6 +680,28 @@ def test_ws_runs_beside_the_loop_and_a_taken_port_is_one_line(
     assert h.app.server is None
 
 
+def test_ws_with_the_page_shows_its_address_token_included(
+        harness: Harness, tmux: Tmux) -> None:
+    import http.client
+
+    from cbos.app import WsOptions
+
+    h = harness
+    h.app.start()
+    h.app.start_ws(WsOptions("127.0.0.1", 0, page=True))
+    token = h.app.engine.config.token_file.read_text().strip()
+    said = h.app.room.message.message
+    found = re.search(r"the page: http://127\.0\.0\.1:(\d+)/#token=(\S+)", said)
+    assert found and found.group(2) == token, said
+    conn = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=10)
+    try:
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+    h.app.stop()
+
+
 def test_the_loop_warns_when_claudes_login_expires_soon(
         harness: Harness, private_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time as time_mod
@@ -721,3 +744,45 @@ def test_other_machines_sessions_share_the_list_and_a_dropped_host_is_one_line()
     room.update(Snapshot(2, NOW, (far, near), True, (HostStatus("box2", True, NOW, ""),)),
                 NOW)
     assert not any("unreachable" in line for line in screen(room))
+
+
+# ------------------------------------------------- the preview never hides the question
+
+BLOCKERS = Path(__file__).parent / "fixtures" / "claude-code-2.1.328" / "blockers"
+SCREENS = BLOCKERS.parent / "screens"
+
+
+def test_the_preview_wraps_a_wide_question_keeping_its_colours() -> None:
+    """A 160-column trust dialog in a 90-column preview: the question's second half is
+    on the next row, not cut off at the edge; the link's grey stays grey."""
+    from cbos.dialog import parse_dialog
+
+    ansi_screen = (BLOCKERS / "trust" / "screen.ansi").read_text(encoding="utf-8")
+    dialog = parse_dialog(ansi_screen)
+    r = make_room(view("A", State.PERMISSION, "dialog: trust", dialog=dialog))
+    r.room.set_screen("A", ansi_screen)
+    rows = urwid.testing.render_text(r.room.preview, (90, 40))
+    text = "\n".join(rows)
+    assert "If not," in text and "work from your team)." in text
+    assert "review what's in this folder first." in text
+    assert all(len(row) <= 90 for row in rows)
+    assert not any(set(row.strip()) == {"─"} and len(row.strip()) < 10 for row in rows)
+    runs = urwid.testing.render_runs(r.room.preview, (90, 40))
+    link = [attr for row in runs for attr, part in row if "Security guide" in part]
+    assert link and link[0] == urwid.AttrSpec("h246", "default", colors=256)
+
+
+def test_a_tall_screen_keeps_the_dialog_options_and_footer_in_view() -> None:
+    """The screen is taller than the preview: the dialog at its bottom stays, the
+    transcript above goes; blank runs shrink before anything is cut."""
+    from cbos.dialog import parse_dialog
+
+    plain = (SCREENS / "09_permission_prompt.txt").read_text(encoding="utf-8")
+    dialog = parse_dialog(plain)
+    r = make_room(view("A", State.PERMISSION, "asks", dialog=dialog))
+    r.room.set_screen("A", plain)
+    for cols, rows in ((90, 30), (60, 40), (200, 22)):
+        shown = "\n".join(urwid.testing.render_text(r.room.preview, (cols, rows)))
+        assert "Do you want to create x.txt?" in shown
+        assert "1. Yes" in shown and "3. No" in shown
+        assert "Esc to cancel · Tab to amend" in shown
