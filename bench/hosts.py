@@ -142,6 +142,9 @@ def main() -> int:
         if len(snapshot.sessions) >= total and up == args.hosts and all(
                 f"{n}:" in " ".join(engine.stream_names()) or True for n in names):
             break
+        if int(time.monotonic() * 5) % 50 == 0:  # every 10 s
+            print(f"  waiting: {len(snapshot.sessions)}/{total} sessions; "
+                  + "; ".join(h.line() for h in snapshot.hosts), flush=True)
         if time.monotonic() > deadline:
             print(f"only {len(snapshot.sessions)}/{total} sessions and {up}/{args.hosts} "
                   "hosts after 300 s", file=sys.stderr)
@@ -184,7 +187,9 @@ def main() -> int:
         stamp = time.perf_counter()
         cat.stdin.write(b"ping\n")
         cat.stdin.flush()
-        cat.stdout.readline()
+        echoed = cat.stdout.readline()
+        if echoed != b"ping\n":
+            raise SystemExit(f"ssh cat did not echo the line: {echoed!r}")
         floor.append((time.perf_counter() - stamp) / 2)
     cat.stdin.close()
     cat.wait()
@@ -242,8 +247,8 @@ def main() -> int:
           f"({len(latency['remote'])} lines)")
     print(f"local output  -> local consumer: p50 {ms(local_p50)}, p99 {ms(local_p99)} "
           f"({len(latency['local'])} lines)")
-    print(f"ssh floor (one way, half a round trip through ssh cat): p50 {ms(floor_p50)}, "
-          f"p99 {ms(pct(floor, 99))}")
+    print(f"ssh floor (one way, half a round trip through ssh cat): p50 "
+          f"{floor_p50 * 1e6:.0f} µs, p99 {pct(floor, 99) * 1e6:.0f} µs")
     target = 2 * local_p99 + floor_p50
     print(f"target p99 <= 2 x local p99 + ssh floor = {ms(target)}: "
           f"{'met' if remote_p99 <= target else 'NOT met'} "

@@ -53,7 +53,7 @@ HELLO_TIMEOUT = 30.0  # seconds from starting ssh to the remote's session list
 ASK_TIMEOUT = 60.0
 FLAGS = frozenset({"--stdio", "--full", "--json"})  # the only options cbos puts there
 SUBSCRIBE_ID = "cbos-link"  # the id of the link's own subscribe (requests use numbers)
-UNIX_PATH_MAX = 100  # sun_path is 108 bytes; ssh appends a random suffix while binding
+UNIX_PATH_MAX = 104  # sun_path holds 108 bytes with its NUL; ssh's own limit is lower
 
 
 # -- addressing ----------------------------------------------------------------------------
@@ -111,7 +111,8 @@ def control_dir(config: Config) -> Path:
     """Where cbos's ControlMaster sockets live: cbos's state dir, or (when that path is
     too long for a Unix socket) a private directory under /tmp named after it."""
     preferred = config.state_dir / "ssh"
-    if len(str(preferred)) + 42 <= UNIX_PATH_MAX:
+    # ssh binds "<dir>/<40 hex of %C>.<16 random>" first, then renames it.
+    if len(str(preferred)) + 1 + 40 + 17 <= UNIX_PATH_MAX:
         return preferred
     digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
     return Path("/tmp") / f"cbos-{os.getuid()}-{digest}"

@@ -520,3 +520,12 @@ def test_no_listening_socket_is_opened_by_the_stdio_server(tmux: Tmux, tmp_path:
         assert proc.stdin is not None
         proc.stdin.close()
         assert proc.wait(timeout=20) == 0
+
+
+def test_the_control_socket_path_always_fits(private_home: Path) -> None:
+    config = config_mod.load()
+    for state in (Path("/tmp/s"), Path("/tmp") / ("long" * 12)):
+        directory = hosts.control_dir(config.replace(state_dir=state))
+        # ssh binds DIR/<40 hex>.<16 random> first: that must fit a Unix socket address.
+        assert len(f"{directory}/{'a' * 40}.{'b' * 16}") < 108
+        assert directory == state / "ssh" or str(directory).startswith("/tmp/cbos-")
