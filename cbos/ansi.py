@@ -143,3 +143,48 @@ def to_markup(text: str) -> Markup:
 def strip(text: str) -> str:
     """The text without any escape sequence."""
     return _CSI.sub("", text)
+
+
+_RULE_ONLY = frozenset("─━▔▁╌┄═-")
+
+
+def wrap_markup(markup: Markup, width: int) -> list[Markup]:
+    """``markup`` (one screen line) as rows of at most ``width`` cells, colours kept.
+
+    Cut at any character, as a terminal wraps; a line of rule characters is clipped, not
+    wrapped (a 200-column rule folded into three rows says nothing).
+    """
+    if width <= 0:
+        return [markup]
+    total = sum(urwid.calc_width(text, 0, len(text)) for _, text in markup)
+    if total <= width:
+        return [markup]
+    plain = "".join(text for _, text in markup).strip()
+    if plain and set(plain) <= _RULE_ONLY:
+        return [_take(markup, width)[0]]
+    rows: list[Markup] = []
+    rest = markup
+    while rest:
+        row, rest = _take(rest, width)
+        rows.append(row)
+    return rows
+
+
+def _take(markup: Markup, width: int) -> tuple[Markup, Markup]:
+    """The first ``width`` cells of ``markup``, and the rest."""
+    row: Markup = []
+    room = width
+    for index, (attr, text) in enumerate(markup):
+        cells = urwid.calc_width(text, 0, len(text))
+        if cells <= room:
+            row.append((attr, text))
+            room -= cells
+            continue
+        end, _used = urwid.calc_text_pos(text, 0, len(text), room)
+        if end == 0 and not row:
+            end = 1  # a wide character in a one-cell preview: show it anyway
+        if end:
+            row.append((attr, text[:end]))
+        rest: Markup = [(attr, text[end:])] if end < len(text) else []
+        return row, rest + markup[index + 1:]
+    return row, []

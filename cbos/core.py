@@ -18,9 +18,9 @@ from cbos.config import Config
 from cbos.dialog import Dialog, answer_keys, blocking_notice, parse_dialog
 from cbos.errors import RefusedError, TmuxError
 from cbos.events import HookEvent, read_recent
-from cbos.model import Board, SessionView, Snapshot, read_status_files
+from cbos.model import Board, Outside, SessionView, Snapshot, read_status_files
 from cbos.panes import PaneSession
-from cbos.procs import ProcTable
+from cbos.procs import ZOMBIE, Proc, ProcTable, is_claude
 from cbos.tmux import Tmux
 
 DIALOG_GRACE = 1.0  # Claude's dialogs ignore keys for about a second after they open
@@ -34,6 +34,48 @@ class Gathered:
     procs: ProcTable
     status_files: dict[int, st.StatusFile]
     tmux_up: bool
+    outside: tuple[Outside, ...] = ()  # claude running outside cbos's tmux panes
+
+
+def find_outside(procs: ProcTable, panes: list[PaneSession], directory: Path,
+                 ) -> tuple[Outside, ...]:
+    """Every claude on this machine that Claude's status files name and that runs in no
+    tmux pane (a plain terminal, an IDE's terminal, a background session): watched, never
+    driven. One in a pane of another tmux server is left to that server (`cbos -L`).
+
+    A claude under a pane's process (a tool's ``claude -p``) belongs to that pane.
+    """
+    in_panes = {s.claude.pid for s in panes if s.claude is not None}
+    roots = {s.pane.pid for s in panes if s.pane.pid is not None}
+    try:
+        names = [n for n in os.listdir(directory) if n.endswith(".json") and n[:-5].isdigit()]
+    except OSError:
+        return ()
+    found = []
+    for name in sorted(names, key=lambda n: int(n[:-5])):
+        pid = int(name[:-5])
+        proc = procs.procs.get(pid)
+        if proc is None or pid in in_panes or not is_claude(proc) or proc.status == ZOMBIE:
+            continue
+        if _under(procs, proc, roots):
+            continue
+        status = st.read_status_file(directory / name)
+        if status is None or not st.status_consistent(status, proc) or status.tmux:
+            continue  # (a pane of another tmux server is that server's cbos's to show)
+        found.append(Outside(f"outside-{pid}", proc, status))
+    return tuple(found)
+
+
+def _under(procs: ProcTable, proc: Proc, roots: set[int]) -> bool:
+    pid, steps = proc.ppid, 0
+    while pid > 1 and steps < 64:
+        if pid in roots:
+            return True
+        parent = procs.procs.get(pid)
+        if parent is None:
+            return False
+        pid, steps = parent.ppid, steps + 1
+    return False
 
 
 def may_show_blocker(view: SessionView, notice: str = "", waiting: bool = True) -> bool:
@@ -42,6 +84,8 @@ def may_show_blocker(view: SessionView, notice: str = "", waiting: bool = True) 
     sign), or waiting (its next output may be a dialog no hook announces), or a notice
     holds it. Busy sessions are left alone; ``waiting=False`` leaves waiting ones alone
     too (a one-shot command has no output to tell which of them moved)."""
+    if view.read_only:
+        return False  # no pane to read
     if view.state is st.State.PERMISSION or notice:
         return True
     if view.pid is None or view.reason.startswith(st.EXITING):
@@ -95,7 +139,8 @@ class Core:
         except TmuxError:
             found, up = [], False
         pids = [s.claude.pid for s in found if s.claude is not None]
-        return Gathered(found, procs, read_status_files(self.status_dir, pids), up)
+        return Gathered(found, procs, read_status_files(self.status_dir, pids), up,
+                        find_outside(procs, found, self.status_dir))
 
     def apply(self, gathered: Gathered, remember: bool = True) -> None:
         """The board half of a refresh: only the thread that owns the board calls it.
@@ -106,6 +151,8 @@ class Core:
         """
         self.board.tmux_up = gathered.tmux_up
         self.board.set_sessions(gathered.sessions, gathered.procs, gathered.status_files)
+        self.board.outside = {o.slug: o for o in gathered.outside
+                              if o.slug not in self.board.sessions}
         if remember:
             registry.remember(self.config, self.board.conversations())
 
@@ -152,10 +199,18 @@ class Core:
         return self.board.snapshot()
 
     def session(self, slug: str) -> PaneSession:
+        outside = self.board.outside.get(slug)
+        if outside is not None:
+            where = outside.status.cwd if outside.status is not None else "?"
+            raise RefusedError(
+                f"{slug} is a claude outside cbos's tmux (pid {outside.claude.pid}, in "
+                f"{where}): cbos can only watch it. Type, answer or attach in the terminal "
+                "it runs in")
         return sessions.resolve(list(self.board.sessions.values()), slug)
 
     def view(self, slug: str) -> SessionView:
-        self.session(slug)  # raises the clear "no session named" error
+        if slug not in self.board.outside:
+            self.session(slug)  # raises the clear "no session named" error
         view = self.board.snapshot().get(slug)
         assert view is not None
         return view

@@ -268,7 +268,7 @@ class Engine:
         moved = {c.slug for c in chunks if (v := self.view(c.slug)) is not None
                  and may_show_blocker(v, notices.get(c.slug, ""))}
         if moved:
-            self.refresh_dialogs(sorted(moved))
+            self.refresh_dialogs(sorted(moved), throttle=True)
 
     def read_events(self) -> None:
         fresh = self.events.read()
@@ -323,13 +323,15 @@ class Engine:
                 if not s.pane.dead and s.pane.pipe_ours}
         self.tail.check_pipes(gathered.procs, live)
 
-    def refresh_dialogs(self, only: list[str] | None = None) -> None:
+    def refresh_dialogs(self, only: list[str] | None = None, throttle: bool = False) -> None:
         """Capture screens (SCREEN lane) and read their dialogs and notices: every
         session in ``permission``, or the sessions in ``only`` that may show one.
 
         One read per session is in flight at a time; output that arrives meanwhile asks
         for one more read after it, so a pane that prints fast costs one capture per
-        round trip, not one per chunk, and its last screen is always read.
+        round trip, not one per chunk, and its last screen is always read. With
+        ``throttle`` (reads for output), a pane is read at most every SCREEN_GAP; a read
+        for a state change (a PermissionRequest) goes at once.
         """
         board = self.core.board
         snapshot = board.snapshot()
@@ -345,8 +347,8 @@ class Engine:
         busy = wanted & self._screen_reads
         self._screen_again |= busy
         now = time.monotonic()
-        early = {slug for slug in wanted - busy
-                 if now - self._screen_read_at.get(slug, 0.0) < SCREEN_GAP}
+        early = {slug for slug in wanted - busy if throttle
+                 and now - self._screen_read_at.get(slug, 0.0) < SCREEN_GAP}
         for slug in early - self._screen_later:
             # Read at most every SCREEN_GAP per pane: a pane that prints without pause
             # costs a few captures a second, and its last screen is still read.

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from cbos import state as st
 from cbos.events import HookEvent
 from cbos.panes import PaneSession
-from cbos.procs import ProcTable
+from cbos.procs import Proc, ProcTable
 
 if TYPE_CHECKING:  # annotations only: the status line never reads a dialog
     from cbos.dialog import Dialog
@@ -40,6 +40,7 @@ class SessionView:
     pane_id: str  # "%7", for tmux
     adopted: bool
     dialog: Dialog | None = None
+    read_only: bool = False  # a claude outside cbos's tmux: watched, never driven
     usage: Mapping[str, Any] = field(default_factory=dict)
     # The machine it runs on: None here; a [[hosts]] name for a remote session, whose slug
     # is then "HOST:SLUG" (":" is no slug character, so names never collide).
@@ -58,8 +59,10 @@ class SessionView:
         data: dict[str, Any] = {
             "slug": self.slug, "path": self.path, "state": self.state.value,
             "reason": self.reason, "since": round(self.since, 3), "pid": self.pid,
-            "claude_session_id": self.claude_session_id, "tmux": self.tmux,
-            "pane_id": self.pane_id, "adopted": self.adopted, "dialog": None,
+            "claude_session_id": self.claude_session_id,
+            "tmux": None if self.read_only else self.tmux,
+            "pane_id": None if self.read_only else self.pane_id, "adopted": self.adopted,
+            "read_only": self.read_only, "dialog": None,
             "host": self.host,
         }
         if self.dialog is not None:
@@ -119,6 +122,15 @@ class Snapshot:
         return counts
 
 
+@dataclass(frozen=True)
+class Outside:
+    """A claude no pane of cbos's tmux runs (core.find_outside): its process and file."""
+
+    slug: str  # "outside-<pid>": not a name cbos gives a pane, so never ambiguous
+    claude: Proc
+    status: st.StatusFile | None
+
+
 @dataclass
 class Board:
     """Mutable state of the loop thread; everything else sees :meth:`snapshot`."""
@@ -130,6 +142,7 @@ class Board:
     status_files: dict[int, st.StatusFile] = field(default_factory=dict)  # by claude pid
     dialogs: dict[str, Dialog | None] = field(default_factory=dict)  # by slug
     notices: dict[str, str] = field(default_factory=dict)  # by slug: "not logged in: …"
+    outside: dict[str, Outside] = field(default_factory=dict)  # by slug: read-only claudes
     dialog_seen: dict[str, float] = field(default_factory=dict)  # by slug: first read
     procs: ProcTable | None = None
     tmux_up: bool = True
@@ -231,10 +244,32 @@ class Board:
             else None,
         )
 
+    def view_outside(self, outside: Outside, now: float) -> SessionView:
+        """A claude outside tmux, from its status file and processes (no pane, no hooks
+        tied to a pane)."""
+        claude, status = outside.claude, outside.status
+        tools = st.tool_procs(self.procs, claude) if self.procs else ()
+        verdict = st.infer(st.Signals(now=now, status=status, claude_pid=claude.pid,
+                                      claude_started=claude.create_time, tools=tools,
+                                      stall_seconds=0))
+        reason = "outside tmux · " + verdict.reason.removesuffix(" (no hook events)")
+        previous = self._views.get(outside.slug)
+        since = verdict.since
+        if previous is not None and (previous.state, previous.reason) == (verdict.state,
+                                                                          reason):
+            since = min(previous.since, since)
+        return SessionView(
+            slug=outside.slug, path=status.cwd if status is not None else "",
+            state=verdict.state, reason=reason, since=since,
+            pid=claude.pid, claude_session_id=status.session_id if status else None,
+            tmux="", pane_id="", adopted=False, read_only=True)
+
     def snapshot(self, now: float | None = None) -> Snapshot:
         """Views of every session; the version moves only when something shown changed."""
         now = time.time() if now is None else now
         views = {slug: self.view(s, now) for slug, s in self.sessions.items()}
+        for slug, outside in self.outside.items():
+            views[slug] = self.view_outside(outside, now)
         if views != self._views:
             self._version += 1
             self._views = views
@@ -261,9 +296,10 @@ def age(seconds: float) -> str:
     return f"{seconds}s"
 
 
-def attention_key(view: SessionView) -> tuple[int, float, str]:
-    """Sort key: what needs the person first; among the waiting, the oldest first."""
-    return (st.ATTENTION_ORDER.index(view.state), view.since, view.slug)
+def attention_key(view: SessionView) -> tuple[bool, int, float, str]:
+    """Sort key: what needs the person first; among the waiting, the oldest first; the
+    claudes outside tmux (which cbos cannot act on) after all the others."""
+    return (view.read_only, st.ATTENTION_ORDER.index(view.state), view.since, view.slug)
 
 
 def with_usage(view: SessionView, usage: Mapping[str, Any]) -> SessionView:

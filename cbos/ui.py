@@ -28,7 +28,7 @@ from cbos.state import State
 
 SETTLE_SECONDS: Final = 1.0  # a sort key must hold this long before the list reorders
 WIDE: Final = 100  # from this many columns, the list and the preview sit side by side
-SortKey = tuple[int, float, str]
+SortKey = tuple[bool, int, float, str]
 Markup = list[tuple[Hashable, str] | str]
 Size = tuple[()] | tuple[int] | tuple[int, int]
 
@@ -187,7 +187,7 @@ def clip_left(text: str, width: int) -> str:
 
 
 def sort_key(view: SessionView, attention: bool) -> SortKey:
-    return attention_key(view) if attention else (0, 0.0, view.slug)
+    return attention_key(view) if attention else (view.read_only, 0, 0.0, view.slug)
 
 
 @dataclass(frozen=True)
@@ -312,7 +312,9 @@ def row_markup(view: SessionView, now: float, slug_width: int, width: int,
     path_width = min(len(path), rest // 3) if rest >= 48 and path else 0
     reason_width = rest - path_width - 2 if path_width else rest
     reason = clip(view.reason, reason_width)
-    markup: Markup = [(STATE_ATTR[view.state], view.icon), " ", ("slug", slug), " ",
+    # A claude outside tmux is listed after the others, its name dimmed: watch only.
+    markup: Markup = [(STATE_ATTR[view.state], view.icon), " ",
+                      ("dim" if view.read_only else "slug", slug), " ",
                       ("age", age(now - view.since).rjust(4)), "  "]
     if path_width:
         markup += [("reason", reason.ljust(reason_width)), "  ",
@@ -588,7 +590,12 @@ class Preview(urwid.Widget):
         left = rows - used - (panel_canvas.rows() if panel_canvas is not None else 0)
         if left > 0:
             if self._lines:
-                shown = [self._lines[i] for i in fit_lines(self._blank, left)]
+                # Wider lines wrap (colours kept): the question must not lose its end.
+                rows_of = [ansi.wrap_markup(line, cols) for line in self._lines]
+                wrapped = [row for rows in rows_of for row in rows]
+                blank = [b for rows, b in zip(rows_of, self._blank, strict=True)
+                         for _ in rows]
+                shown = [wrapped[i] for i in fit_lines(blank, left)]
                 markup: list[Any] = []
                 for i, line in enumerate(shown):
                     if i:

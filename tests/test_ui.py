@@ -692,3 +692,45 @@ def test_the_loop_warns_when_claudes_login_expires_soon(
     harness.app.start()
     text = harness.wait(lambda t: "login expires in" in t, "the expiry warning")
     assert "secret" not in text
+
+
+# ------------------------------------------------- the preview never hides the question
+
+BLOCKERS = Path(__file__).parent / "fixtures" / "claude-code-2.1.328" / "blockers"
+SCREENS = BLOCKERS.parent / "screens"
+
+
+def test_the_preview_wraps_a_wide_question_keeping_its_colours() -> None:
+    """A 160-column trust dialog in a 90-column preview: the question's second half is
+    on the next row, not cut off at the edge; the link's grey stays grey."""
+    from cbos.dialog import parse_dialog
+
+    ansi_screen = (BLOCKERS / "trust" / "screen.ansi").read_text(encoding="utf-8")
+    dialog = parse_dialog(ansi_screen)
+    r = make_room(view("A", State.PERMISSION, "dialog: trust", dialog=dialog))
+    r.room.set_screen("A", ansi_screen)
+    rows = urwid.testing.render_text(r.room.preview, (90, 40))
+    text = "\n".join(rows)
+    assert "If not," in text and "work from your team)." in text
+    assert "review what's in this folder first." in text
+    assert all(len(row) <= 90 for row in rows)
+    assert not any(set(row.strip()) == {"─"} and len(row.strip()) < 10 for row in rows)
+    runs = urwid.testing.render_runs(r.room.preview, (90, 40))
+    link = [attr for row in runs for attr, part in row if "Security guide" in part]
+    assert link and link[0] == urwid.AttrSpec("h246", "default", colors=256)
+
+
+def test_a_tall_screen_keeps_the_dialog_options_and_footer_in_view() -> None:
+    """The screen is taller than the preview: the dialog at its bottom stays, the
+    transcript above goes; blank runs shrink before anything is cut."""
+    from cbos.dialog import parse_dialog
+
+    plain = (SCREENS / "09_permission_prompt.txt").read_text(encoding="utf-8")
+    dialog = parse_dialog(plain)
+    r = make_room(view("A", State.PERMISSION, "asks", dialog=dialog))
+    r.room.set_screen("A", plain)
+    for cols, rows in ((90, 30), (60, 40), (200, 22)):
+        shown = "\n".join(urwid.testing.render_text(r.room.preview, (cols, rows)))
+        assert "Do you want to create x.txt?" in shown
+        assert "1. Yes" in shown and "3. No" in shown
+        assert "Esc to cancel · Tab to amend" in shown
