@@ -6,7 +6,8 @@ it, and Debian's Chromium (headless, through the playwright wheel) opens the pag
 
 - Pane write -> text visible in the page: a pane prints a line stamped with
   ``time.time()`` every 100 ms; the page has that session selected (so it follows the
-  screen with ``get_screen`` after each ``stream`` message). An observer in the page
+  screen with ``get_screen`` after each ``stream`` message). Measured with that session
+  alone, then again with N fake claude sessions idle beside it. An observer in the page
   notes, for each stamp, when it first appears in the screen's DOM and when the next
   frame is drawn after that (``requestAnimationFrame``: on screen). Same machine, same
   clock. Beside it, in the same run, the floor: the same stamps read by a bare WebSocket
@@ -80,6 +81,16 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def wait_js(page: Any, expression: str, timeout: float = 30.0) -> None:
+    """Poll ``expression`` in the page from here: playwright's own wait_for_function
+    evaluates strings in the page, which the page's CSP (rightly) forbids."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {expression}")
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -137,6 +148,14 @@ def floor_latency(port: int, token: str, slug: str, seconds: float) -> list[floa
     return lat
 
 
+def start_sessions_quietly(sock_name: str, root: Path, count: int) -> None:
+    """bench.tui's fake claude sessions (its "keep" session is new: STAMPS started the
+    server)."""
+    from bench.tui import start_sessions
+
+    start_sessions(sock_name, root, count, 0)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="10 sessions, short windows")
@@ -150,7 +169,7 @@ def main() -> int:
         print("bench.page: needs tmux and Debian's chromium", file=sys.stderr)
         return 1
 
-    from bench.tui import setup_environment, start_sessions, tmux
+    from bench.tui import setup_environment, tmux
 
     root = Path(tempfile.mkdtemp(prefix="cbos-bench-page-"))
     sock_name = f"cbos-bench-page-{os.getpid()}"
@@ -163,13 +182,12 @@ def main() -> int:
     server: subprocess.Popen[str] | None = None
     results: dict[str, Any] = {}
     try:
-        print(f"starting {sessions} fake claude sessions…", file=sys.stderr, flush=True)
-        start_sessions(sock_name, root, sessions, 0)
         from cbos import config as config_mod
         from cbos import page as page_mod
         from cbos.tmux import SLUG_OPTION, Tmux
 
         config = config_mod.load(dict(os.environ, CBOS_TMUX_SOCKET=sock_name))
+        config_mod.ensure_dirs(config)
         handle = Tmux(sock_name)
         pane = tmux(sock_name, "new-session", "-d", "-s", "STAMPS", "-x", "120", "-y", "40",
                     "-P", "-F", "#{pane_id}",
@@ -195,22 +213,30 @@ def main() -> int:
             page.wait_for_selector("#sessions .row")
             page.wait_for_timeout(500)
             results["weight"] = {"wire": sum(received), "files": page_mod.weight()}
-            # -- latency: the page follows STAMPS' screen
+            # -- latency: the page follows STAMPS' screen; alone, then beside N idle fakes
             page.add_init_script(OBSERVER)
             page.reload()  # the token is in this tab's sessionStorage
             page.locator("#sessions .row[data-slug='STAMPS']").click()
-            page.wait_for_function("window.__lat && window.__lat.length > 5")
-            page.evaluate("window.__lat = []")
-            floor: list[float] = []
-            floor_thread = threading.Thread(
-                target=lambda: floor.extend(floor_latency(port, token, "STAMPS", seconds)))
-            floor_thread.start()
-            page.wait_for_timeout(seconds * 1000)
-            floor_thread.join()
-            triples = page.evaluate("window.__lat")
-            results["dom"] = [seen - stamp for stamp, seen, _ in triples]
-            results["drawn"] = [drawn - stamp for stamp, _, drawn in triples]
-            results["floor"] = floor
+            wait_js(page, "window.__lat && window.__lat.length > 5")
+            for label in ("alone", "crowd"):
+                if label == "crowd":
+                    print(f"starting {sessions} fake claude sessions…", file=sys.stderr,
+                          flush=True)
+                    start_sessions_quietly(sock_name, root, sessions)
+                    wait_js(page, f"document.querySelectorAll('#sessions .row').length "
+                                  f">= {sessions + 1}", timeout=120)
+                    time.sleep(2.0)
+                page.evaluate("window.__lat = []")
+                floor: list[float] = []
+                floor_thread = threading.Thread(target=lambda into=floor: into.extend(
+                    floor_latency(port, token, "STAMPS", seconds)))
+                floor_thread.start()
+                page.wait_for_timeout(seconds * 1000)
+                floor_thread.join()
+                triples = page.evaluate("window.__lat")
+                results[label] = {"dom": [seen - stamp for stamp, seen, _ in triples],
+                                  "drawn": [drawn - stamp for stamp, _, drawn in triples],
+                                  "floor": floor}
             context.close()
             tmux(sock_name, "kill-session", "-t", "=STAMPS")
 
@@ -247,17 +273,21 @@ def main() -> int:
     ms = 1000.0
     print(f"== the page: pane write -> text in the page, one stamped line every 100 ms, "
           f"{seconds:.0f} s ==")
-    print(f"{'path':<44} {'p50':>8} {'p99':>8} {'max':>8} {'samples':>8}")
-    for label, key in (("bare WebSocket client (stream, the floor)", "floor"),
-                       ("page: in the screen's DOM", "dom"),
-                       ("page: next frame drawn (target p99 50 ms)", "drawn")):
-        values = results[key]
-        print(f"{label:<44} {pct(values, .5) * ms:>6.1f}ms {pct(values, .99) * ms:>6.1f}ms "
-              f"{max(values, default=float('nan')) * ms:>6.1f}ms {len(values):>8}")
-    drawn, floor = results["drawn"], results["floor"]
-    if drawn and floor:
-        print(f"page over the floor: p50 +{(pct(drawn, .5) - pct(floor, .5)) * ms:.1f} ms, "
-              f"mean {statistics.fmean(drawn) / statistics.fmean(floor):.1f}x")
+    print(f"{'sessions':<9} {'path':<44} {'p50':>8} {'p99':>8} {'max':>8} {'samples':>8}")
+    for label, count in (("alone", 1), ("crowd", sessions + 1)):
+        for name, key in (("bare WebSocket client (stream, the floor)", "floor"),
+                          ("page: in the screen's DOM", "dom"),
+                          ("page: next frame drawn (target p99 50 ms)", "drawn")):
+            values = results[label][key]
+            print(f"{count:<9} {name:<44} {pct(values, .5) * ms:>6.1f}ms "
+                  f"{pct(values, .99) * ms:>6.1f}ms "
+                  f"{max(values, default=float('nan')) * ms:>6.1f}ms {len(values):>8}")
+        drawn, floor = results[label]["drawn"], results[label]["floor"]
+        if drawn and floor:
+            print(f"{'':<9} page over the floor: p50 +"
+                  f"{(pct(drawn, .5) - pct(floor, .5)) * ms:.1f} ms, p99 +"
+                  f"{(pct(drawn, .99) - pct(floor, .99)) * ms:.1f} ms, mean "
+                  f"{statistics.fmean(drawn) / statistics.fmean(floor):.1f}x")
     files = results["weight"]["files"]
     stored = sum(raw for raw, _ in files.values())
     zipped = sum(z for _, z in files.values())

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.page import free_port, start_server
+from bench.page import free_port, start_server, wait_js
 
 REPO = Path(__file__).resolve().parent.parent
 # slug -> the prompt that puts the fake in the state to show (None: left idle).
@@ -86,9 +86,9 @@ def main() -> int:
                                         has_touch=True)
             page = phone.new_page()
             page.goto(url)
-            page.wait_for_function("document.querySelectorAll('#sessions .row').length == 5"
-                                   " && document.querySelector('.st-permission')"
-                                   " && document.querySelector('.st-waiting')")
+            wait_js(page, "document.querySelectorAll('#sessions .row').length == 5"
+                          " && document.querySelector('.st-permission')"
+                          " && document.querySelector('.st-waiting')", timeout=60)
             page.wait_for_timeout(1500)
             page.screenshot(path=str(out / "phone-list.png"))
             page.locator("#sessions .row[data-slug='api-auth']").click()

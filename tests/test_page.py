@@ -11,11 +11,13 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,10 @@ from websockets.exceptions import InvalidStatus
 from cbos import config as config_mod
 from cbos import page as page_mod
 from cbos import state as st
+from cbos import web
+from cbos.engine import Engine
 from cbos.tmux import Tmux
+from cbos.web import WebServer
 from tests.support import Cli, prompts, wait_until
 from tests.test_web import Harness, client, greeted, new_session, raw_status
 
@@ -309,7 +314,8 @@ def test_a_permission_dialog_is_answered_with_a_button(
     page.press("#text", "Enter")
     dialog = page.locator("#dialog")
     dialog.wait_for(state="visible", timeout=20_000)
-    assert "made.txt" in page.inner_text("#question")
+    wait_until(lambda: "made.txt" in page.inner_text("#question"), timeout=15,
+               message="the question, once cbos has read it off the screen")
     labels = page.eval_on_selector_all("#options button", "b => b.map(x => x.textContent)")
     assert labels[0].startswith("1. Yes") and labels[-1] == "Esc: cancel"
     assert not target.exists()
@@ -449,6 +455,54 @@ def test_interrupt_needs_two_presses_at_rest(
     wait_until(lambda: "again" in v.screen_text().lower() and v.screen_text() != before,
                timeout=15, message="Ctrl+C reached the session")
     v.check_stayed_home()
+
+
+class SamePort(Harness):
+    """A Harness on a given port: cbos restarted where the page expects it."""
+
+    def __init__(self, tmux: Tmux, port: int) -> None:
+        self.config = config_mod.load()
+        self.engine = Engine(self.config, tmux)
+        self.server = WebServer(self.config, "127.0.0.1", port, page=True)
+        self.server.start()
+        self.engine.start()
+        self._stop_r, self._stop_w = os.pipe()
+        self.thread = threading.Thread(target=web.serve_loop,
+                                       args=(self.engine, self.server, self._stop_r),
+                                       name="test-loop", daemon=True)
+        self.thread.start()
+        self.shutdown_took = None
+
+
+def test_the_page_comes_back_when_cbos_does(
+        cli: Cli, fake_claude: Path, quiet_fake: Path, tmux: Tmux, tmp_path: Path,
+        start_page_server: Callable[..., Harness], visit: Callable[..., Visit]) -> None:
+    new_session(cli, tmp_path, "STAY")
+    harness = start_page_server()
+    wait_ready(harness, "STAY")
+    v = visit(harness)
+    page = v.open()
+    page.locator("#sessions .row").first.click()
+    wait_until(lambda: "❯" in v.screen_text(), timeout=15)
+    port = harness.port
+    harness.close()
+    wait_until(lambda: "offline" in page.inner_text("#conn"), timeout=15,
+               message="the page says it lost cbos")
+    assert page.evaluate("document.body.classList.contains('stale')")
+    again = SamePort(tmux, port)
+    try:
+        wait_until(lambda: page.inner_text("#conn") == "live" and not page.evaluate(
+            "document.body.classList.contains('stale')"), timeout=30,
+            message="the page reconnects by itself, and has the list again")
+        # It follows the same session again: typing still works.
+        page.fill("#text", "SAY back again")
+        page.press("#text", "Enter")
+        wait_until(lambda: prompts(quiet_fake)[-1:] == ["SAY back again"], timeout=15,
+                   message="the prompt after the restart")
+        wait_until(lambda: "back again" in v.screen_text(), timeout=15,
+                   message="the screen follows again")
+    finally:
+        again.close()
 
 
 # -- cbos serve --web ------------------------------------------------------------------------------

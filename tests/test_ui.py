@@ -8,6 +8,7 @@ tmux server, with a screen that keeps the last canvas drawn instead of a termina
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -677,6 +678,28 @@ def test_ws_runs_beside_the_loop_and_a_taken_port_is_one_line(
             other.stop()
     h.app.stop()  # shuts the server down
     assert h.app.server is None
+
+
+def test_ws_with_the_page_shows_its_address_token_included(
+        harness: Harness, tmux: Tmux) -> None:
+    import http.client
+
+    from cbos.app import WsOptions
+
+    h = harness
+    h.app.start()
+    h.app.start_ws(WsOptions("127.0.0.1", 0, page=True))
+    token = h.app.engine.config.token_file.read_text().strip()
+    said = h.app.room.message.message
+    found = re.search(r"the page: http://127\.0\.0\.1:(\d+)/#token=(\S+)", said)
+    assert found and found.group(2) == token, said
+    conn = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=10)
+    try:
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+    h.app.stop()
 
 
 def test_the_loop_warns_when_claudes_login_expires_soon(

@@ -10,6 +10,9 @@
   const BUSY = new Set(["working", "thinking"]);
   const TOKEN_KEY = "cbos-token";
   const NOTIFY_KEY = "cbos-notify";
+  // At most one screen capture per this many ms per page: a session streaming without
+  // pause costs the server ~20 captures a second, not one per output chunk.
+  const SCREEN_GAP = 50;
   const $ = (id) => document.getElementById(id);
 
   const sessions = new Map(); // slug -> SESSION (protocol.md)
@@ -23,6 +26,8 @@
   let selected = null;
   let screenBusy = false; // a get_screen is in flight
   let screenDirty = false; // output came meanwhile: ask again when it answers
+  let screenAt = 0; // when the last get_screen went out (performance.now())
+  let screenTimer = 0; // a get_screen waiting for SCREEN_GAP to pass
   let answering = ""; // the question whose answer is on its way
   let answeringUntil = 0; // ... for this long at most (the same question may come again)
   let armedUntil = 0; // Ctrl+C of a session that is not busy needs a second press
@@ -265,6 +270,8 @@
       request({ type: "unsubscribe", sessions: [selected] });
     }
     selected = slug;
+    clearTimeout(screenTimer);
+    screenTimer = 0;
     answering = "";
     armedUntil = 0;
     screenDirty = false;
@@ -289,14 +296,21 @@
     wantScreen();
   }
 
-  // One screen request at a time; output that arrives meanwhile asks for one more.
+  // One screen request at a time, SCREEN_GAP apart; output that arrives meanwhile asks
+  // for one more.
   function wantScreen() {
-    if (!selected) return;
+    if (!selected || screenTimer || !ws || ws.readyState !== WebSocket.OPEN) return;
     if (screenBusy) {
       screenDirty = true;
       return;
     }
+    const wait = screenAt + SCREEN_GAP - performance.now();
+    if (wait > 0) {
+      screenTimer = setTimeout(() => { screenTimer = 0; wantScreen(); }, wait);
+      return;
+    }
     screenDirty = false;
+    screenAt = performance.now();
     screenBusy = request({ type: "get_screen", session: selected });
   }
 
@@ -333,7 +347,8 @@
     }
     box.hidden = false;
     if (!dialog) {
-      $("question").textContent = "Claude is asking something cbos cannot read; see the screen.";
+      $("question").textContent = "Claude is asking (see the screen below); its options show "
+        + "here once cbos has read them.";
       $("options").replaceChildren(escButton(false));
       return;
     }
