@@ -34,7 +34,7 @@ from cbos.engine import Engine
 from cbos.tmux import Tmux
 from cbos.web import WebServer
 from tests.support import Cli, prompts, wait_until
-from tests.test_web import Harness, client, greeted, new_session, raw_status
+from tests.test_web import Harness, client, expect, greeted, new_session, raw_status
 
 PAGE_DIR = Path(page_mod.__file__).parent
 
@@ -324,6 +324,14 @@ def test_a_permission_dialog_is_answered_with_a_button(
     page.press("#text", "Enter")
     page.locator("#toast").wait_for(state="visible")
     assert "answer" in page.inner_text("#toast")
+    # An answer for a question no longer on screen (a lagging page) is refused.
+    with client(harness) as ws:
+        greeted(ws)
+        ws.send(json.dumps({"type": "answer", "session": "ASKS", "choice": "1", "id": "old",
+                            "question": "Do you want to delete everything?"}))
+        reply = expect(ws, lambda m: m.get("id") == "old")
+        assert reply["success"] is False and "changed" in reply["error"]
+    assert not target.exists()
     page.locator("#options button[data-choice='1']").click()
     wait_until(target.exists, timeout=20, message="the answer let Claude write the file")
     dialog.wait_for(state="hidden", timeout=20_000)
