@@ -1,8 +1,14 @@
 """The fake Claude Code for cbos tests, as a package of named parts.
 
-- ``main``: the interactive fake itself (run as ``claude`` in a tmux pane);
+- ``main``: the interactive fake itself (the event loop, prompts, turns, the transcript;
+  run as ``claude`` in a tmux pane, or ``python -m tests.fakeclaude``);
 - ``screens``: the dialog frames it draws, shared with the dialog parser's tests;
+- ``startup``: workspace trust and ``.mcp.json`` servers, asked before the session starts;
+- ``hooks``: which hook commands run for an event (settings, matchers);
+- ``status``: Claude's own status file ``sessions/<pid>.json``;
 - this module: :func:`install_fake_claude`, which puts it on a PATH as ``claude``.
+
+Test helpers that are not the fake (``wait_until`` and friends) live in tests/support.py.
 """
 
 from __future__ import annotations

@@ -68,7 +68,9 @@ from typing import IO, Any
 
 # Run as a script (the ``claude`` shim): the package is found from the project's root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.fakeclaude import hooks as hook_rules
 from tests.fakeclaude import screens, startup
+from tests.fakeclaude import status as status_file
 
 VERSION = "2.1.328"
 DEFAULT_MODEL = "claude-opus-5-5"
@@ -117,21 +119,6 @@ COMPACT_STEP_S = 0.05
 ESC_TIMEOUT_S = 0.05  # a lone ESC is a key if nothing follows within this time
 EXIT_CONFIRM_S = 2.0  # "Press Ctrl-C again to exit" window
 
-# Hook events whose matcher is tested, and against which payload field.
-MATCHER_FIELDS = {
-    "PreToolUse": "tool_name",
-    "PostToolUse": "tool_name",
-    "PostToolUseFailure": "tool_name",
-    "PermissionRequest": "tool_name",
-    "PermissionDenied": "tool_name",
-    "SessionStart": "source",
-    "SessionEnd": "reason",
-    "Notification": "notification_type",
-    "PreCompact": "trigger",
-    "PostCompact": "trigger",
-    "SubagentStart": "agent_type",
-    "SubagentStop": "agent_type",
-}
 
 CONTROL_KEYS = {
     "\r": "<enter>",
@@ -843,41 +830,16 @@ class FakeClaude:
         self._write_status(stamp)
 
     def _write_status(self, stamp: int) -> None:
-        """Same keys and order as session_pidfile_*.json; written by temp file + rename."""
+        """Same keys and order as session_pidfile_*.json (status.py)."""
         assert self.status is not None
-        data: dict[str, object] = {
-            "pid": self.pid,
-            "sessionId": self.session_id,
-            "cwd": self.project_dir,
-            "startedAt": self.started_at,
-            "procStart": self.proc_start,
-            "version": VERSION,
-            "peerProtocol": 1,
-            "peerFeatures": ["notify_idle", "reply_across_default_dirs", "artifact_yield"],
-            "kind": "interactive",
-            "entrypoint": "cli",
-            "pidDomain": self.pid_domain,
-            "asksForConvertedSkills": None,
-        }
-        if self.tmux_target:
-            data["tmux"] = self.tmux_target
-        data.update(
-            messagingSocketPath=self.socket_path,
-            name=self.name,
-            nameSource="derived",
-            nameSince=self.started_at,
-            status=self.status[0],
-            updatedAt=stamp,
-            statusUpdatedAt=self.status_updated_at,
-        )
-        if self.status[1] is not None:
-            data["waitingFor"] = self.status[1]
-        path = self.status_path
+        data = status_file.record(
+            pid=self.pid, session_id=self.session_id, cwd=self.project_dir,
+            started_at=self.started_at, proc_start=self.proc_start,
+            pid_domain=self.pid_domain, tmux=self.tmux_target, socket_path=self.socket_path,
+            name=self.name, status=self.status[0], waiting_for=self.status[1],
+            updated_at=stamp, status_updated_at=self.status_updated_at)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-            tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-            os.replace(tmp, path)
+            status_file.write(self.status_path, data)
         except OSError:
             self._log_error("status file")
 
@@ -1014,47 +976,8 @@ class FakeClaude:
             sources.append(self.cli_settings)
         return sources
 
-    @staticmethod
-    def _matches(event: str, matcher: object, payload: dict[str, object]) -> bool:
-        if matcher in (None, "", "*"):
-            return True
-        key = MATCHER_FIELDS.get(event)
-        if key is None or not isinstance(matcher, str):
-            return True
-        value = str(payload.get(key, ""))
-        try:
-            return re.fullmatch(matcher, value) is not None
-        except re.error:
-            return matcher == value
-
     def _hook_commands(self, event: str, payload: dict[str, object]) -> list[tuple[str, float]]:
-        sources = self._settings_sources()
-        if any(source.get("disableAllHooks") is True for source in sources):
-            return []
-        commands: list[tuple[str, float]] = []
-        seen: set[str] = set()
-        for source in sources:
-            hooks = source.get("hooks")
-            groups = hooks.get(event) if isinstance(hooks, dict) else None
-            if not isinstance(groups, list):
-                continue
-            for group in groups:
-                if not isinstance(group, dict):
-                    continue
-                if not self._matches(event, group.get("matcher"), payload):
-                    continue
-                entries = group.get("hooks")
-                for entry in entries if isinstance(entries, list) else []:
-                    if not isinstance(entry, dict) or entry.get("type", "command") != "command":
-                        continue
-                    command = entry.get("command")
-                    if not isinstance(command, str) or not command or command in seen:
-                        continue  # identical commands run once, as in the real CLI
-                    seen.add(command)
-                    timeout = entry.get("timeout")
-                    seconds = float(timeout) if isinstance(timeout, int | float) else 0.0
-                    commands.append((command, seconds if seconds > 0 else 600.0))
-        return commands
+        return hook_rules.commands(self._settings_sources(), event, payload)
 
     def _child_env(self) -> dict[str, str]:
         """README.md "Hook process": claude's own env plus these."""
