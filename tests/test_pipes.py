@@ -67,8 +67,10 @@ def test_the_engine_leaves_a_hand_started_claude_s_own_pipe(
     assert pane_says(tmux, pane, f"#{{pane_pipe}}:#{{{PIPE_OPTION}}}") == "1:"
     tmux.send_text(pane, "SAY still mine", "handmade")
     pump(engine, lambda: b"still mine" in mine.read_bytes(), 15, "their pipe still writes")
-    view = engine.view("handmade")
-    assert view is not None and view.state.value == "idle" and USER_PIPE in view.reason
+    # Shown like any session (its turn ends: waiting), the reason saying whose output it is.
+    pump(engine, lambda: (view := engine.view("handmade")) is not None
+         and view.state.value in ("waiting", "idle") and USER_PIPE in view.reason, 20,
+         "the session with its state and a reason naming the user's pipe")
 
 
 def test_a_pipe_a_person_puts_on_a_cbos_session_is_theirs(
