@@ -244,10 +244,14 @@ class Core:
                               wait)
 
     def answer_to(self, pane_id: str, slug: str, view: SessionView, choice: str,
-                  wait: bool = True) -> Dialog:
+                  wait: bool = True, expect: str | None = None) -> Dialog:
         dialog = self._dialog_on_screen(pane_id)
         if dialog is None:
             raise RefusedError(f"{slug} shows no dialog to answer; see `cbos buffer {slug}`")
+        if expect is not None and dialog.question != expect:
+            # The dialog answered must be the one the person read (a page may lag).
+            raise RefusedError(f"{slug}'s dialog changed: it now asks {dialog.question!r}; "
+                               "look at it again before answering")
         keys = answer_keys(dialog, choice)
         if wait and view.state is st.State.PERMISSION:
             # Keys pressed in the dialog's first second are dropped by Claude.

@@ -555,12 +555,16 @@ class Engine:
             self.run(lambda: tmux.interrupt(pane_id, slug), done, ACT)
 
     def answer(self, slug: str, choice: str,
-               done: Callable[[Outcome], None] | None = None) -> None:
-        if self._remote(slug, "answer", done, choice=choice):
+               done: Callable[[Outcome], None] | None = None,
+               question: str | None = None) -> None:
+        """``question``: the one the person saw; another dialog on screen is not answered."""
+        extra: dict[str, Any] = {} if question is None else {"question": question}
+        if self._remote(slug, "answer", done, choice=choice, **extra):
             return
         if (target := self._target(slug, done)) is not None:
             pane_id, view, core = target[0].pane.pane_id, target[1], self.core
-            self.run(lambda: core.answer_to(pane_id, slug, view, choice), done, ACT)
+            self.run(lambda: core.answer_to(pane_id, slug, view, choice, expect=question),
+                     done, ACT)
 
     def buffer(self, slug: str, done: Callable[[Outcome], None],
                colours: bool = True) -> None:

@@ -416,7 +416,8 @@ class Hub:
         slug = self._session(client, request)
         if slug is not None:
             self._engine.answer(slug, request["choice"],
-                                self._result(client, request, "answer_result", slug))
+                                self._result(client, request, "answer_result", slug),
+                                question=request.get("question"))
 
     def _do_get_buffer(self, client: Peer, request: dict[str, Any]) -> None:
         engine = self._engine

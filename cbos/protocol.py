@@ -190,6 +190,10 @@ def parse_request(text: str | bytes) -> dict[str, Any]:
     elif kind == "answer":
         request["slug"] = _name(message, request)
         request["choice"] = _choice(message, request)
+        # (v2+) the question the client saw: refused if the dialog on screen asks another
+        question = message.get("question")
+        if question is not None:
+            request["question"] = _string(question, '"question"', request, limit=16_384)
     elif kind == "create_session":
         request["path"] = _path(message, request)
         request["slug"] = _name(message, request, required=False)

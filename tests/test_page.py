@@ -34,7 +34,7 @@ from cbos.engine import Engine
 from cbos.tmux import Tmux
 from cbos.web import WebServer
 from tests.support import Cli, prompts, wait_until
-from tests.test_web import Harness, client, greeted, new_session, raw_status
+from tests.test_web import Harness, client, expect, greeted, new_session, raw_status
 
 PAGE_DIR = Path(page_mod.__file__).parent
 
@@ -324,6 +324,14 @@ def test_a_permission_dialog_is_answered_with_a_button(
     page.press("#text", "Enter")
     page.locator("#toast").wait_for(state="visible")
     assert "answer" in page.inner_text("#toast")
+    # An answer for a question no longer on screen (a lagging page) is refused.
+    with client(harness) as ws:
+        greeted(ws)
+        ws.send(json.dumps({"type": "answer", "session": "ASKS", "choice": "1", "id": "old",
+                            "question": "Do you want to delete everything?"}))
+        reply = expect(ws, lambda m: m.get("id") == "old")
+        assert reply["success"] is False and "changed" in reply["error"]
+    assert not target.exists()
     page.locator("#options button[data-choice='1']").click()
     wait_until(target.exists, timeout=20, message="the answer let Claude write the file")
     dialog.wait_for(state="hidden", timeout=20_000)
@@ -455,6 +463,56 @@ def test_interrupt_needs_two_presses_at_rest(
     wait_until(lambda: "again" in v.screen_text().lower() and v.screen_text() != before,
                timeout=15, message="Ctrl+C reached the session")
     v.check_stayed_home()
+
+
+def test_remote_sessions_show_their_host_and_screens_keep_their_colours(
+        tmux: Tmux, start_page_server: Callable[..., Harness],
+        visit: Callable[..., Visit]) -> None:
+    """The page's own drawing, fed a scripted conversation: the real server serves the
+    page, playwright stands in for its WebSocket (hosts need ssh; tests/test_hosts.py
+    covers them end to end)."""
+    from playwright.sync_api import WebSocketRoute
+
+    harness = start_page_server()
+    v = visit(harness, viewport={"width": 390, "height": 844})
+    asked: list[dict[str, Any]] = []
+    remote = {"slug": "box1:API", "host": "box1", "path": "/srv/api", "state": "waiting",
+              "reason": "done: shipped", "since": 0, "pid": 7, "claude_session_id": None,
+              "tmux": "API:0.0", "dialog": None}
+    screen = ("\x1b[1mbold\x1b[0m \x1b[38;2;255;0;0mred\x1b[0m \x1b[7minverse\x1b[27m "
+              "\x1b[38;5;46mgreen\x1b[39m <b>not html</b>\n" + "─" * 300)
+
+    def talk(ws: WebSocketRoute) -> None:
+        def heard(text: str | bytes) -> None:
+            message = json.loads(text)
+            asked.append(message)
+            if message["type"] == "get_screen":
+                ws.send(json.dumps({"type": "screen", "session": message["session"],
+                                    "data": screen, "cols": 300, "rows": 2,
+                                    "id": message["id"]}))
+        ws.on_message(heard)
+        ws.send(json.dumps({"type": "sessions", "sessions": [remote]}))
+
+    v.page.route_web_socket(re.compile(r".*/ws/stream.*"), talk)
+    page = v.open()
+    row = page.locator("#sessions .row").first
+    row.wait_for()
+    assert row.locator(".name").inner_text() == "API"
+    assert row.locator(".host").inner_text() == "box1"
+    row.click()
+    wait_until(lambda: "red" in v.screen_text(), timeout=10)
+    assert {"type": "get_screen", "session": "box1:API"} in [
+        {k: m[k] for k in ("type", "session")} for m in asked if "session" in m]
+    spans = page.eval_on_selector_all("#screen span", "s => s.map(x => [x.textContent, "
+                                      "x.className, x.style.color, x.style.backgroundColor])")
+    assert ["bold", "b", "", ""] in spans
+    assert ["red", "", "rgb(255, 0, 0)", ""] in spans
+    assert ["green", "", "rgb(0, 255, 0)", ""] in spans
+    inverse = next(x for x in spans if x[0] == "inverse")
+    assert inverse[2] and inverse[3]  # fore- and background swapped from the defaults
+    assert "<b>not html</b>" in v.screen_text() and page.locator("#screen b").count() == 0
+    assert page.evaluate("document.querySelector('#screen .l.rule') !== null")
+    assert page.evaluate("document.scrollingElement.scrollWidth - innerWidth") <= 0
 
 
 class SamePort(Harness):

@@ -377,7 +377,10 @@
 
   function answer(choice, question) {
     if (!selected) return;
-    if (request({ type: "answer", session: selected, choice })) {
+    // The question goes along: if another dialog has replaced it meanwhile, cbos refuses.
+    const message = { type: "answer", session: selected, choice };
+    if (question) message.question = question;
+    if (request(message)) {
       answering = question || "?";
       answeringUntil = Date.now() + 5000;
       setTimeout(renderDialog, 5100);
