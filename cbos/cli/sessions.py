@@ -189,7 +189,7 @@ def cmd_answer(args: argparse.Namespace, ctx: Context) -> int:
     if is_remote(args.slug):
         return remote.answer(args, ctx)
     dialog = ctx.core().answer(args.slug, args.choice)
-    print(f"answered {args.slug}: {dialog.question}")
+    print(f"answered {args.slug}: {dialog.question or dialog.title or 'the dialog'}")
     return 0
 
 
