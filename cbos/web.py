@@ -453,7 +453,12 @@ class WebServer:
         from cbos import page
 
         hosts = request.headers.get_all("Host")
-        if len(hosts) != 1:
+        method = getattr(request, "method", "GET")  # websockets < 14 only parses GET
+        if method not in ("GET", "HEAD"):
+            answer = page.Answer(405, [*page.security_headers("localhost"),
+                                       ("Allow", "GET, HEAD")],
+                                 b"only GET is served here: the page is read-only\n")
+        elif len(hosts) != 1:
             answer = page.respond("", "", "")
         elif not self.allow_remote and not loopback_host(hosts[0]):
             answer = page.Answer(403, page.security_headers("localhost"),
@@ -467,7 +472,8 @@ class WebServer:
         headers = Headers([("Date", email.utils.formatdate(usegmt=True)),
                            ("Connection", "close"),
                            ("Content-Length", str(len(answer.body))), *answer.headers])
-        return Response(status.value, status.phrase, headers, answer.body)
+        body = b"" if method == "HEAD" else answer.body
+        return Response(status.value, status.phrase, headers, body)
 
     def _handle(self, conn: ServerConnection) -> None:
         """A connection's own thread: read and validate; its writer thread sends."""

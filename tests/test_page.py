@@ -187,6 +187,21 @@ def test_page_files_are_served_with_strict_headers(
     # The page's Host check is the socket's: no DNS rebinding onto the page either.
     status, _, _ = http_get(harness.port, "/", {"Host": "evil.example:80"})
     assert status == 403
+    # Only GET (and HEAD) are answered: the page is read-only.
+    conn = http.client.HTTPConnection("127.0.0.1", harness.port, timeout=10)
+    try:
+        conn.request("POST", "/", headers={"Content-Length": "0"})  # a body: dropped
+        response = conn.getresponse()
+        assert response.status == 405 and response.getheader("Allow") == "GET, HEAD"
+    finally:
+        conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", harness.port, timeout=10)
+    try:
+        conn.request("HEAD", "/")
+        response = conn.getresponse()
+        assert response.status == 200 and response.read() == b""
+    finally:
+        conn.close()
     # A GET of the socket's own path without an upgrade is not the page.
     assert http_get(harness.port, "/ws/stream")[0] == 426
 
