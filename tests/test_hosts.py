@@ -529,3 +529,57 @@ def test_the_control_socket_path_always_fits(private_home: Path) -> None:
         # ssh binds DIR/<40 hex>.<16 random> first: that must fit a Unix socket address.
         assert len(f"{directory}/{'a' * 40}.{'b' * 16}") < 108
         assert directory == state / "ssh" or str(directory).startswith("/tmp/cbos-")
+
+
+def test_websocket_clients_see_and_drive_remote_sessions(
+        world: SshWorld, fake_claude: Path, quiet_fake: Path, tmux: Tmux) -> None:
+    from websockets.sync.client import connect
+
+    from cbos.web import WebServer
+    from cbos.web import serve_loop as web_loop
+
+    world.add("box1")
+    remote_session(world, "box1", "FAR")
+    config = configure(world, ["box1"])
+    engine = Engine(config, tmux, notify=False, status_line=False)
+    server = WebServer(config, "127.0.0.1", 0)
+    server.start()
+    engine.start()
+    stop_r, stop_w = os.pipe()
+    loop = threading.Thread(target=web_loop, args=(engine, server, stop_r), daemon=True)
+    loop.start()
+    try:
+        port = int(server.address.rsplit(":", 1)[1])
+        with connect(f"ws://127.0.0.1:{port}/ws/stream", proxy=None, open_timeout=5) as ws:
+            def ask(message: dict[str, Any]) -> dict[str, Any]:
+                message["id"] = f"r{time.monotonic_ns()}"
+                ws.send(json.dumps(message))
+                while True:
+                    reply = json.loads(ws.recv(timeout=30))
+                    if reply.get("id") == message["id"]:
+                        return dict(reply)
+
+            def listed() -> dict[str, Any] | None:
+                for item in ask({"type": "list_sessions"})["sessions"]:
+                    if item["slug"] == "box1:FAR":
+                        return dict(item)
+                return None
+            far = wait_until(listed, timeout=30, message="the remote session over ws")
+            assert far["host"] == "box1"
+            assert ask({"type": "subscribe", "sessions": ["box1:FAR"]})["type"] == "subscribed"
+            wait_until(lambda: "❯" in ask({"type": "get_screen", "session": "box1:FAR"})
+                       .get("data", ""), timeout=30, message="the remote screen over ws")
+            sent = ask({"type": "send", "session": "box1:FAR", "text": "SAY hello via ws"})
+            assert sent["success"] is True, sent
+            deadline = time.monotonic() + 30
+            seen = ""
+            while "hello via ws" not in seen and time.monotonic() < deadline:
+                message = json.loads(ws.recv(timeout=30))
+                if message["type"] == "stream" and message["session"] == "box1:FAR":
+                    seen += message["data"]
+            assert "hello via ws" in seen
+    finally:
+        os.write(stop_w, b"x")
+        loop.join(10)
+        server.shutdown()
+        engine.close()
