@@ -1,0 +1,56 @@
+"""The process table read from /proc says what psutil says, for real processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import psutil
+
+from cbos import procs
+
+
+def test_proc_reader_agrees_with_psutil_on_a_real_process_tree() -> None:
+    # A long name (over the kernel's 15 bytes), argv with a space in one argument, and a
+    # zombie child: the fields the board reads from every process.
+    script = ("import os, sys, time\n"
+              "pid = os.fork()\n"
+              "if pid == 0: os._exit(0)\n"
+              "print(pid, flush=True); time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script, "an argument with spaces"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        zombie = int(parent.stdout.readline())
+        deadline = time.monotonic() + 30
+        while psutil.Process(zombie).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the child never became a zombie"
+            time.sleep(0.05)
+        read = procs._read_proc()
+        assert read is not None
+        table = {p.pid: p for p in read}
+        for pid in (parent.pid, zombie):
+            info = psutil.Process(pid).as_dict(
+                ["ppid", "name", "cmdline", "create_time", "status"])
+            expected = procs.Proc(pid=pid, ppid=info["ppid"], name=info["name"],
+                                  cmdline=tuple(info["cmdline"] or ()),
+                                  create_time=info["create_time"], status=info["status"])
+            assert table[pid] == expected
+        assert table[parent.pid].cmdline[-1] == "an argument with spaces"
+        assert table[zombie].status == procs.ZOMBIE
+        snap = procs.ProcTable.snapshot()
+        assert zombie in snap.children[parent.pid]
+        # A pid's create_time matches psutil's to the digit: tree_usage relies on it.
+        assert snap.tree_usage(parent.pid)[0] > 0
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_long_names_are_completed_from_argv_like_psutil() -> None:
+    argv = ("/usr/bin/a-very-long-program-name", "x")
+    assert procs._split_cmdline("\x00".join(argv) + "\x00") == argv
+    assert procs._split_cmdline("rewritten title with spaces") == (
+        "rewritten", "title", "with", "spaces")
+    assert procs._split_cmdline("") == ()
