@@ -269,7 +269,8 @@ class Tools:
         self._check_budget("starting a session")
         fields: dict[str, Any] = {"path": path}
         if slug is not None:
-            fields["slug"] = self.guard.target(slug)
+            self.guard.target(f"{host.name}:{slug}")  # the full name, as everywhere
+            fields["slug"] = slug
         with hosts.Remote(self.config, host) as remote:
             reply = remote.ask("create_session", **fields)
         name = f"{host.name}:{reply['session']['slug']}"
