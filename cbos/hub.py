@@ -24,10 +24,11 @@ import logging
 import os
 import queue
 import selectors
+import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -560,6 +561,35 @@ HANDLERS: dict[str, Callable[[Hub, Peer, dict[str, Any]], None]] = {
     "create_session": Hub._do_create_session,
     "delete_session": Hub._do_delete_session,
 }
+
+
+@contextlib.contextmanager
+def stop_pipe(signals: Sequence[signal.Signals],
+              on_signal: Callable[[int], None] | None = None) -> Iterator[tuple[int, int]]:
+    """A non-blocking pipe ``(read, write)`` for a headless loop's stop, with ``signals``
+    handled while it is open (by writing to the pipe, or by ``on_signal``); on exit the
+    previous handlers come back and the pipe is closed. Handlers can only be set from the
+    main thread: elsewhere (tests) the signals are left alone."""
+    stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def handle(signum: int, frame: object) -> None:
+        if on_signal is not None:
+            on_signal(signum)
+            return
+        with contextlib.suppress(OSError):
+            os.write(stop_w, b"s")
+
+    previous: dict[int, Any] = {}
+    try:
+        if threading.current_thread() is threading.main_thread():
+            for signum in signals:
+                previous[signum] = signal.signal(signum, handle)
+        yield stop_r, stop_w
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for fd in (stop_r, stop_w):
+            os.close(fd)
 
 
 def serve_loop(engine: Engine, fds: Sequence[int], on_readable: Callable[[int], None],

@@ -18,13 +18,12 @@ import signal
 import sys
 import threading
 import time
-from types import FrameType
 from typing import IO, Any
 
 from cbos import protocol as pr
 from cbos.config import Config
 from cbos.engine import Engine
-from cbos.hub import IN_FLIGHT, Hub, Peer, serve_loop
+from cbos.hub import IN_FLIGHT, Hub, Peer, serve_loop, stop_pipe
 from cbos.tmux import Tmux
 
 log = logging.getLogger(__name__)
@@ -102,41 +101,37 @@ def serve_stdio(config: Config, tmux: Tmux, stdin: IO[bytes] | None = None,
         stdout = os.fdopen(out_fd, "wb", buffering=0)
     source = stdin if stdin is not None else sys.stdin.buffer
     stop = threading.Event()
-    stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     hub = Hub(str(config.own_log))
-    peer = _StdioPeer(stdout, stop, stop_w, hub.overflowed)
-    previous: dict[int, Any] = {}
-    engine: Engine | None = None
+    peers: list[_StdioPeer] = []
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        peer.cut()
+    def on_signal(signum: int) -> None:
+        for peer in peers:
+            peer.cut()
 
-    try:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                previous[signum] = signal.signal(signum, on_signal)
-        # Another machine's control room shows its own notifications and status line.
-        engine = Engine(config, tmux, notify=False, status_line=False)
-        engine.error_listeners.append(lambda text: log.warning("%s", text))
-        engine.start()
-        fds = hub.attach(engine)
-        writer = peer.writer = threading.Thread(target=peer.write_loop, name="cbos-stdio-out",
-                                                daemon=True)
-        writer.start()
-        hub.submit(peer, "hello", {})
-        reader = threading.Thread(target=_read_lines, args=(source, peer, hub),
-                                  name="cbos-stdio-in", daemon=True)
-        reader.start()
-        serve_loop(engine, fds, hub.on_readable, stop_r)
-    finally:
-        peer.finish()
-        hub.detach()
-        if engine is not None:
-            engine.close()
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        for fd in (stop_r, stop_w):
-            os.close(fd)
-        with contextlib.suppress(OSError, ValueError):
-            stdout.close()
+    with stop_pipe((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), on_signal) as (stop_r,
+                                                                                  stop_w):
+        peer = _StdioPeer(stdout, stop, stop_w, hub.overflowed)
+        peers.append(peer)
+        engine: Engine | None = None
+        try:
+            # Another machine's control room shows its own notifications and status line.
+            engine = Engine(config, tmux, notify=False, status_line=False)
+            engine.error_listeners.append(lambda text: log.warning("%s", text))
+            engine.start()
+            fds = hub.attach(engine)
+            writer = peer.writer = threading.Thread(target=peer.write_loop,
+                                                    name="cbos-stdio-out", daemon=True)
+            writer.start()
+            hub.submit(peer, "hello", {})
+            reader = threading.Thread(target=_read_lines, args=(source, peer, hub),
+                                      name="cbos-stdio-in", daemon=True)
+            reader.start()
+            serve_loop(engine, fds, hub.on_readable, stop_r)
+        finally:
+            peer.finish()
+            hub.detach()
+            if engine is not None:
+                engine.close()
+            with contextlib.suppress(OSError, ValueError):
+                stdout.close()
     return 0

@@ -329,10 +329,18 @@ def test_a_permission_dialog_is_answered_with_a_button(
     page.press("#text", "Enter")
     dialog = page.locator("#dialog")
     dialog.wait_for(state="visible", timeout=20_000)
-    wait_until(lambda: "made.txt" in page.inner_text("#question"), timeout=15,
-               message="the question, once cbos has read it off the screen")
-    labels = page.eval_on_selector_all("#options button", "b => b.map(x => x.textContent)")
-    assert labels[0].startswith("1. Yes") and labels[-1] == "Esc: cancel"
+
+    def labels() -> list[str]:
+        found: list[str] = page.eval_on_selector_all("#options button",
+                                                     "b => b.map(x => x.textContent)")
+        return found
+
+    # The hook's PermissionRequest can show the dialog (its tool and file) a moment before
+    # cbos has read the options off the screen: wait for both.
+    wait_until(lambda: "made.txt" in page.inner_text("#question")
+               and labels()[:1] != [] and labels()[0].startswith("1. Yes"), timeout=15,
+               message="the question and its options, once cbos has read them off the screen")
+    assert labels()[-1] == "Esc: cancel"
     assert not target.exists()
     # Typing while it asks is refused, not typed into the dialog.
     page.fill("#text", "hello")

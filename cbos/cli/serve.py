@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import signal
 import sys
-import threading
-from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cbos.cli.context import Context, server_options
 from cbos.errors import UsageError
@@ -40,6 +36,7 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
 
         return serve_stdio(ctx.config, ctx.tmux)
     from cbos.engine import Engine
+    from cbos.hub import stop_pipe
     from cbos.web import REMOTE_WARNING, WebServer, serve_loop
 
     config = ctx.config
@@ -48,45 +45,33 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
                        allowed_origins=tuple(getattr(args, "allow_origin", None) or ()),
                        page=bool(getattr(args, "web", False)))
     server.start()
-    stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     engine: Engine | None = None
-    previous: dict[int, Any] = {}
     last_error: list[str] = []
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        with contextlib.suppress(OSError):
-            os.write(stop_w, b"s")
 
     def say(text: str) -> None:
         if last_error != [text]:
             last_error[:] = [text]
             print(f"cbos: {text}", file=sys.stderr, flush=True)
 
-    try:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                previous[signum] = signal.signal(signum, stop)
-        engine = Engine(config, ctx.tmux)
-        engine.error_listeners.append(say)
-        engine.start()
-        who = ("every client needs the token" if server.allow_remote
-               else "other users need the token")
-        print(f"cbos: serving ws://{server.address}/ws/stream ({who} in "
-              f"{config.token_file}); Ctrl+C stops", file=sys.stderr, flush=True)
-        if server.page:
-            print(f"cbos: the page: {server.page_url()} (the address holds the token: "
-                  "keep it to yourself)", file=sys.stderr, flush=True)
-        if server.allow_remote:
-            print(f"cbos: warning: {REMOTE_WARNING}", file=sys.stderr, flush=True)
-        serve_loop(engine, server, stop_r)
-    finally:
-        server.shutdown()
-        if engine is not None:
-            engine.close()
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        for fd in (stop_r, stop_w):
-            os.close(fd)
+    with stop_pipe((signal.SIGINT, signal.SIGTERM)) as (stop_r, _):
+        try:
+            engine = Engine(config, ctx.tmux)
+            engine.error_listeners.append(say)
+            engine.start()
+            who = ("every client needs the token" if server.allow_remote
+                   else "other users need the token")
+            print(f"cbos: serving ws://{server.address}/ws/stream ({who} in "
+                  f"{config.token_file}); Ctrl+C stops", file=sys.stderr, flush=True)
+            if server.page:
+                print(f"cbos: the page: {server.page_url()} (the address holds the token: "
+                      "keep it to yourself)", file=sys.stderr, flush=True)
+            if server.allow_remote:
+                print(f"cbos: warning: {REMOTE_WARNING}", file=sys.stderr, flush=True)
+            serve_loop(engine, server, stop_r)
+        finally:
+            server.shutdown()
+            if engine is not None:
+                engine.close()
     return 0
 
 
