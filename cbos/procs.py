@@ -140,14 +140,21 @@ _STATES = {"R": "running", "S": "sleeping", "D": "disk-sleep", "T": "stopped",
            "W": "waking", "I": "idle", "P": "parked"}
 
 
+# A process's argv, read once per process image: (pid, start, name, argv's address) ->
+# (name, argv). Rebuilt by every walk from what it saw, so it never outgrows the table.
+_ARGV: dict[tuple[object, ...], tuple[str, tuple[str, ...]]] = {}
+
+
 def _read_proc() -> list[Proc] | None:
     """The table read straight from /proc: two small reads per process (stat, cmdline).
 
     psutil's ``process_iter`` costs about 50 µs a process in its own Python machinery;
     at 600 processes every refresh that alone was 1.5 % of a core with everything idle
-    (bench/hosts.py). These reads cost a fifth of that. The values are psutil's to the
-    digit (name, status words, create_time from boot time and clock ticks), so a pid's
-    create_time still matches ``psutil.Process(pid).create_time()`` (tree_usage).
+    (bench/hosts.py). These reads cost a fifth of that, and argv is read again only
+    when the process image changed (an exec moves it and renames the process). The
+    values are psutil's to the digit (name, status words, create_time from boot time
+    and clock ticks), so a pid's create_time still matches
+    ``psutil.Process(pid).create_time()`` (tree_usage).
     None if /proc cannot be listed (the caller falls back to psutil).
     """
     import psutil
@@ -157,8 +164,10 @@ def _read_proc() -> list[Proc] | None:
         ticks = os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError):
         return None
+    global _ARGV
     boot = psutil.boot_time()
-    procs = []
+    procs, known = [], _ARGV
+    seen: dict[tuple[object, ...], tuple[str, tuple[str, ...]]] = {}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat", "rb", buffering=0) as f:
@@ -167,23 +176,33 @@ def _read_proc() -> list[Proc] | None:
             fields = stat[right + 2:].split()
             if right < 0 or len(fields) < 20:
                 continue
+            # One process image: its start, its name, where its argv lives (an exec
+            # moves it; 0 when the kernel does not tell us).
+            key = (pid, fields[19], stat[:right], *fields[45:47])
+            cached = known.get(key) if len(key) == 5 and key[3] != b"0" else None
             raw = b""
-            if not int(fields[6]) & _KERNEL_THREAD:  # (which have no argv)
+            if cached is None and not int(fields[6]) & _KERNEL_THREAD:  # (no argv)
                 with open(f"/proc/{pid}/cmdline", "rb", buffering=0) as f:
                     raw = f.readall()
         except OSError:
             continue  # gone mid-read, or not ours to read: normal
-        name = os.fsdecode(stat[stat.find(b"(") + 1:right])
-        cmdline = _split_cmdline(os.fsdecode(raw))
-        if len(name) >= 15 and cmdline:
-            # The kernel keeps 15 bytes of a name; psutil takes the rest from argv[0].
-            full = os.path.basename(cmdline[0])
-            if full.startswith(name):
-                name = full
+        if cached is not None:
+            name, cmdline = cached
+        else:
+            name = os.fsdecode(stat[stat.find(b"(") + 1:right])
+            cmdline = _split_cmdline(os.fsdecode(raw))
+            if len(name) >= 15 and cmdline:
+                # The kernel keeps 15 bytes of a name; psutil takes the rest from argv[0].
+                full = os.path.basename(cmdline[0])
+                if full.startswith(name):
+                    name = full
+        if cmdline and len(key) == 5 and key[3] != b"0":
+            seen[key] = (name, cmdline)
         state = fields[0].decode("ascii", "replace")
         procs.append(Proc(pid=pid, ppid=int(fields[1]), name=name, cmdline=cmdline,
                           create_time=int(fields[19]) / ticks + boot,
                           status=_STATES.get(state, state)))
+    _ARGV = seen
     return procs
 
 

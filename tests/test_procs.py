@@ -54,3 +54,30 @@ def test_long_names_are_completed_from_argv_like_psutil() -> None:
     assert procs._split_cmdline("rewritten title with spaces") == (
         "rewritten", "title", "with", "spaces")
     assert procs._split_cmdline("") == ()
+
+
+def test_an_exec_under_the_same_name_is_seen_with_its_new_argv() -> None:
+    # argv is read once per process image; an exec that keeps the pid, its start time and
+    # its name (python -> python) must still show the new argv on the next walk.
+    script = ("import os, sys\n"
+              "print('ready', flush=True); sys.stdin.readline()\n"
+              "os.execv(sys.executable, [sys.executable, '-c',"
+              " 'import sys; print(1, flush=True); sys.stdin.readline()',"
+              " 'the second image, a longer argv'])\n")
+    child = subprocess.Popen([sys.executable, "-c", script, "first"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        assert child.stdout.readline() == "ready\n"
+        first = procs.ProcTable.snapshot().procs[child.pid]
+        assert first.cmdline[-1] == "first"
+        assert procs.ProcTable.snapshot().procs[child.pid] == first  # the cached argv
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == "1\n"
+        second = procs.ProcTable.snapshot().procs[child.pid]
+        assert second.cmdline[-1] == "the second image, a longer argv"
+        assert (second.name, second.create_time) == (first.name, first.create_time)
+    finally:
+        child.kill()
+        child.wait()
