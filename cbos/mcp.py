@@ -14,12 +14,17 @@ Safety, because this lets one program drive Claude (:class:`Guard` decides, pure
 - answering "yes" (any option but "no") to a permission dialog needs ``allow_approve``;
   "no" and Esc are always allowed;
 - every call is logged to ``<state>/mcp.log`` (JSON lines: caller, tool, target, outcome).
+
+A session on another machine is named ``HOST:SLUG`` (a ``[[hosts]]`` entry): those calls go
+through that host's own cbos (:class:`cbos.hosts.Remote`, text inside protocol messages),
+under the same rules; ``list_sessions`` spans every host.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,10 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cbos import api, delegation, sessions, transcript
+from cbos import api, delegation, hosts, sessions, transcript
 from cbos import config as config_mod
+from cbos import model as model_mod
 from cbos.core import Core
-from cbos.dialog import Dialog, answer_keys
+from cbos.dialog import Dialog, answer_keys, parse_dialog
 from cbos.errors import CbosError, RefusedError, UsageError
 from cbos.procs import ProcTable
 from cbos.tmux import Tmux
@@ -41,6 +47,7 @@ SERVER_NAME = "cbos"
 TOOLS = ("list_sessions", "create_session", "send", "chat", "wait", "answer", "get_buffer",
          "history", "interrupt", "delete_session", "delegate")
 LOG_NAME = "mcp.log"
+_SGR = re.compile(r"\x1b\[[0-9;:]*m")
 MISSING_EXTRA = ("the MCP server needs the MCP SDK: pip install 'cbos[mcp]' (the mcp "
                  "extra)")
 
@@ -65,7 +72,8 @@ class Guard:
             raise UsageError("--budget must be more than 0 (USD)")
 
     def target(self, slug: str) -> str:
-        sessions.validate_slug(slug)
+        """``slug`` (or ``HOST:SLUG``, compared whole), when it is not the caller."""
+        sessions.validate_slug(slug.rpartition(":")[2])
         if self.caller is not None and slug == self.caller:
             raise RefusedError(f"{slug} is the session calling this tool; a session never "
                                "drives itself: name another session")
@@ -183,7 +191,19 @@ class Tools:
 
     # -- tools --------------------------------------------------------------------------
 
-    def list_sessions(self, group: str | None = None) -> list[dict[str, Any]]:
+    def list_sessions(self, group: str | None = None) -> dict[str, Any]:
+        """This machine's sessions and every reachable host's; the others named with why."""
+        found = self._local_sessions(group)
+        unreachable: dict[str, str] = {}
+        if self.config.hosts and group is None:
+            views, unreachable = hosts.gather(self.config)
+            for view in views:
+                self.guard.note_cost(view.slug, _cost(view))
+                found.append({**view.to_json(), "host": view.host, "group": None,
+                              "caller": False, "started_here": view.slug in self.guard.started})
+        return {"sessions": found, "unreachable": unreachable}
+
+    def _local_sessions(self, group: str | None) -> list[dict[str, Any]]:
         from cbos import model
 
         core = self.core()
@@ -195,14 +215,17 @@ class Tools:
         groups = delegation.groups(self.config)
         return [{**model.with_usage(
                     v, transcript.usage_for(v.claude_session_id, v.pid, procs)).to_json(),
-                 "group": groups.get(v.slug),
+                 "host": None, "group": groups.get(v.slug),
                  "caller": v.slug == self.guard.caller,
                  "started_here": v.slug in self.guard.started} for v in views]
 
     def create_session(self, path: str, slug: str | None = None,
                        preset: PresetName | None = None,
                        prompt: str | None = None, system_prompt: str | None = None,
-                       group: str | None = None) -> dict[str, Any]:
+                       group: str | None = None, host: str | None = None
+                       ) -> dict[str, Any]:
+        if host is not None:
+            return self._create_remote(host, path, slug, preset, prompt, system_prompt, group)
         chosen = self.guard.preset(preset)
         self._check_budget("starting a session")
         if slug is not None:
@@ -223,9 +246,64 @@ class Tools:
             self.core().send(session.slug, prompt)
         return {"slug": session.slug, "preset": chosen, "prompt_sent": bool(prompt)}
 
+    def _create_remote(self, host_name: str, path: str, slug: str | None,
+                       preset: str | None, prompt: str | None, system_prompt: str | None,
+                       group: str | None) -> dict[str, Any]:
+        """A session on a host, through its cbos: Claude's default permission mode there
+        (every edit and command asks), so it is refused under a read-only or plan ceiling."""
+        host = self.config.host(host_name)
+        if host is None:
+            hosts.address(self.config, f"{host_name}:x")  # raises the clear error
+            raise UsageError(f"no host named {host_name!r}")
+        if preset is not None or prompt is not None or system_prompt is not None \
+                or group is not None:
+            raise UsageError("preset, prompt, system_prompt and group apply to this machine's "
+                             f"sessions only; on {host.name} a session starts in Claude's "
+                             "default mode: create it, then use send or chat")
+        if delegation.preset(self.guard.max_preset).rank < delegation.preset("review").rank:
+            raise RefusedError(f"this server's ceiling is {self.guard.max_preset}; a session "
+                               f"on {host.name} starts in Claude's default mode, above it")
+        if not (path.startswith("/") or path.startswith("~")):
+            raise UsageError(f"give the project directory on {host.name} as an absolute "
+                             "path (or ~/...)")
+        self._check_budget("starting a session")
+        fields: dict[str, Any] = {"path": path}
+        if slug is not None:
+            self.guard.target(f"{host.name}:{slug}")  # the full name, as everywhere
+            fields["slug"] = slug
+        with hosts.Remote(self.config, host) as remote:
+            reply = remote.ask("create_session", **fields)
+        name = f"{host.name}:{reply['session']['slug']}"
+        with self.guard.lock:
+            self.guard.started[name] = 0.0
+        return {"slug": name, "preset": "default", "prompt_sent": False}
+
+    def _remote(self, session: str) -> tuple[hosts.Remote, model_mod.SessionView] | None:
+        """For ``HOST:SLUG``: an open connection to that host and the session's view
+        (the caller closes it); None for a session on this machine."""
+        where = hosts.address(self.config, session)
+        self.guard.target(where.name)
+        if where.host is None:
+            return None
+        remote = hosts.Remote(self.config, where.host)
+        view = next((v for v in remote.views if v.slug == where.name), None)
+        if view is None:
+            remote.close()
+            raise UsageError(f"no session named {where.slug!r} on {where.host.name}; "
+                             "list_sessions lists them")
+        self.guard.note_cost(view.slug, _cost(view))
+        return remote, view
+
     def send(self, session: str, text: str) -> dict[str, Any]:
-        self.guard.target(session)
         sessions.check_text(text)
+        far = self._remote(session)
+        if far is not None:
+            remote, view = far
+            with remote:
+                if session in self.guard.started:
+                    self.guard.need_budget(f"sending to {session}")
+                remote.ask("send", session=view.bare, text=text)
+            return {"session": session, "sent": True}
         core = self.core()
         if session in self.guard.started:
             self._refresh_spent(core)
@@ -234,6 +312,9 @@ class Tools:
         return {"session": session, "sent": True}
 
     def chat(self, session: str, text: str, timeout: float = 600.0) -> dict[str, Any]:
+        far = self._remote(session)
+        if far is not None:
+            return self._chat_remote(*far, text, timeout)
         self.guard.target(session)
         if session not in self.guard.started:
             found = api.chat(self.config, self.tmux, session, text, timeout)
@@ -258,17 +339,55 @@ class Tools:
         return {"slug": session, "reply": result.reply, "duration_s": result.duration_s,
                 "session_id": result.session_id, "cost_usd": result.cost_usd}
 
+    def _chat_remote(self, remote: hosts.Remote, view: model_mod.SessionView, text: str,
+                     timeout: float) -> dict[str, Any]:
+        """Send, then the turn's end (the host's session_waiting); a session this server
+        started is interrupted once its cost passes what is left of the budget."""
+        name = view.slug
+        started = time.monotonic()
+        with remote:
+            mine = name in self.guard.started
+            if mine:
+                self.guard.need_budget(f"chatting with {name}")
+            left = self.guard.remaining()
+            cap = None if left is None or not mine else self.guard.started[name] + left
+            remote.ask("send", session=view.bare, text=text)
+            deadline = started + timeout
+            while True:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    raise CbosError(f"{name}: no reply within {timeout:g}s")
+                message = remote.events(wait)
+                if message is None:
+                    continue
+                kind = message.get("type")
+                if kind == "session_waiting" and message.get("slug") == view.bare:
+                    reply = str(message.get("context", ""))
+                    break
+                if kind == "session_deleted" and message.get("slug") == view.bare:
+                    raise CbosError(f"{name} ended before it replied")
+                fresh = _view_of(message, remote.host.name) if kind == "session_update" \
+                    and cap is not None else None
+                if fresh is not None and fresh.slug == name:
+                    cost = _cost(fresh)
+                    if cost is not None and cap is not None:
+                        self.guard.note_cost(name, cost)
+                        if cost >= cap:
+                            remote.ask("interrupt", session=view.bare)
+                            raise RefusedError(f"{name}: interrupted at this server's budget "
+                                               f"of ${self.guard.budget:g}")
+        return {"slug": name, "reply": reply,
+                "duration_s": round(time.monotonic() - started, 3)}
+
     def wait(self, session: str, state: str = "waiting,permission",
              timeout: float = 600.0) -> dict[str, Any]:
         from cbos import waiting
 
+        far = self._remote(session)
+        if far is not None:
+            return self._wait_remote(*far, _wanted(state), timeout)
         self.guard.target(session)
-        wanted = {part.strip() for part in state.split(",") if part.strip()}
-        try:
-            api._states(wanted)
-        except ValueError:
-            raise UsageError(f"unknown state in {state!r}; use waiting, permission, "
-                             "thinking, working, idle or exited (comma-separated)") from None
+        wanted = _wanted(state)
         # A fresh Core: wait_for reads the events backlog itself, once.
         reached = waiting.wait_for(Core(self.config, self.tmux), session, wanted, timeout)
         if reached is None:
@@ -276,7 +395,43 @@ class Tools:
                                   f"within {timeout:g}s")
         return {"session": session, "state": reached.state.value, "reason": reached.reason}
 
+    def _wait_remote(self, remote: hosts.Remote, view: model_mod.SessionView,
+                     wanted: set[str], timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with remote:
+            while view.state.value not in wanted:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise api.WaitTimeout(f"{view.slug} did not reach "
+                                          f"{','.join(sorted(wanted))} within {timeout:g}s")
+                message = remote.events(left)
+                if message is None:
+                    continue
+                if message.get("type") in ("session_update", "session_created"):
+                    fresh = _view_of(message, remote.host.name)
+                    if fresh is not None and fresh.slug == view.slug:
+                        view = fresh
+                elif message.get("type") == "session_deleted" \
+                        and message.get("slug") == view.bare:
+                    raise CbosError(f"{view.slug} ended")
+        return {"session": view.slug, "state": view.state.value, "reason": view.reason}
+
     def answer(self, session: str, choice: str) -> dict[str, Any]:
+        far = self._remote(session)
+        if far is not None:
+            remote, view = far
+            with remote:
+                # The screen, as for a local session: the host's list may not have read the
+                # dialog yet when its state already says permission.
+                screen = _SGR.sub("", str(remote.ask("get_screen", session=view.bare)["data"]))
+                dialog = parse_dialog(screen)
+                if dialog is None:
+                    raise RefusedError(f"{session} shows no dialog to answer; see get_buffer")
+                self.guard.approve(dialog, choice)
+                # the question checked here: the host refuses if another one is up by now
+                remote.ask("answer", session=view.bare, choice=choice,
+                           question=dialog.question)
+            return {"session": session, "answered": dialog.question, "choice": choice}
         self.guard.target(session)
         core = self.core()
         pane = core.session(session).pane.pane_id
@@ -288,21 +443,49 @@ class Tools:
         return {"session": session, "answered": answered.question, "choice": choice}
 
     def get_buffer(self, session: str, lines: int | None = None) -> dict[str, Any]:
+        far = self._remote(session)
+        if far is not None:
+            remote, view = far
+            with remote:
+                screen = _SGR.sub("", str(remote.ask("get_screen", session=view.bare)["data"]))
+            if lines is not None:
+                screen = "\n".join(screen.rstrip("\n").splitlines()[-lines:]) + "\n"
+            return {"session": session, "screen": screen}
         self.guard.target(session)
         pane = self.core().session(session).pane.pane_id
         return {"session": session,
                 "screen": self.tmux.capture(pane, colours=False, lines=lines)}
 
     def history(self, session: str, full: bool = False) -> dict[str, Any]:
+        far = self._remote(session)
+        if far is not None:
+            remote, view = far
+            remote.close()  # the session exists; the host's own `history` reads it
+            words = ["history", "--json", *(["--full"] if full else []), view.bare]
+            found: dict[str, Any] = json.loads(hosts.run_remote(self.config, remote.host,
+                                                                words))
+            return found
         self.guard.target(session)
         return api.history(self.config, self.tmux, session, full).to_json()
 
     def interrupt(self, session: str) -> dict[str, Any]:
+        far = self._remote(session)
+        if far is not None:
+            remote, view = far
+            with remote:
+                remote.ask("interrupt", session=view.bare)
+            return {"session": session, "interrupted": True}
         self.guard.target(session)
         self.core().interrupt(session)
         return {"session": session, "interrupted": True}
 
     def delete_session(self, session: str) -> dict[str, Any]:
+        far = self._remote(session)
+        if far is not None:
+            remote, view = far
+            with remote:
+                remote.ask("delete_session", session=view.bare)
+            return {"session": session, "deleted": True}
         self.guard.target(session)
         core = self.core()
         if session in self.guard.started:
@@ -331,18 +514,47 @@ class Tools:
         return result.to_json()
 
 
+def _wanted(state: str) -> set[str]:
+    wanted = {part.strip() for part in state.split(",") if part.strip()}
+    try:
+        api._states(wanted)
+    except ValueError:
+        raise UsageError(f"unknown state in {state!r}; use waiting, permission, "
+                         "thinking, working, idle or exited (comma-separated)") from None
+    return wanted
+
+
+def _cost(view: model_mod.SessionView | None) -> float | None:
+    cost = view.usage.get("cost_usd") if view is not None else None
+    return float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) \
+        else None
+
+
+def _view_of(message: Mapping[str, Any], host: str) -> model_mod.SessionView | None:
+    from cbos import protocol
+
+    try:
+        return protocol.view_from_json(message.get("session"), host)
+    except protocol.BadEvent:
+        return None
+
+
 # -- the server ----------------------------------------------------------------------------------
 
 DESCRIPTIONS: Mapping[str, str] = {
-    "list_sessions": "List the Claude Code sessions cbos runs on this machine: slug, state "
-    "(waiting, permission, thinking, working, idle, exited), the reason for it, path, "
-    "tokens and cost. Optionally only one group. Use it first to find a session's slug.",
+    "list_sessions": "List the Claude Code sessions cbos runs on this machine and on every "
+    "configured host: {sessions: [...], unreachable: {host: why}}; each has slug (HOST:SLUG "
+    "on another machine), host, state (waiting, permission, thinking, working, idle, "
+    "exited), the reason for it, path, tokens and cost. Optionally only one group (this "
+    "machine's). Use it first to find a session's name; every tool taking a session "
+    "accepts HOST:SLUG.",
     "create_session": "Start a new interactive Claude Code session in a directory, under a "
     "safety preset (read-only, plan, review, edit, full; capped by this server), optionally "
     "with a first prompt, an appended system prompt and a group label. Returns its slug. "
     "path: an existing directory; slug: optional name (letters, digits, _ -); preset "
-    "defaults to edit or this server's ceiling. For a task you want an answer to, prefer "
-    "delegate.",
+    "defaults to edit or this server's ceiling. host: start it on that configured machine "
+    "instead (path is a directory there; it starts in Claude's default mode, so no preset, "
+    "prompt, system_prompt or group). For a task you want an answer to, prefer delegate.",
     "send": "Type a prompt into a session and press Enter, without waiting (fire and "
     "forget). Refused while the session shows a dialog. Use chat to get the reply.",
     "chat": "Send a prompt to an existing session and wait for the reply of the turn it "

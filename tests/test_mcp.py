@@ -7,7 +7,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from cbos import config as config_mod
 from cbos import mcp as cbos_mcp
 from cbos import sessions
 from cbos.tmux import Tmux
+from tests.sshd import SshWorld
 from tests.support import Cli, wait_until
 
 T = TypeVar("T")
@@ -95,7 +97,7 @@ def test_tools_are_listed_with_descriptions(tmux: Tmux) -> None:
         assert '"read-only"' in schema and '"full"' in schema  # presets are an enum
         send = next(t for t in listed if t.name == "send")
         assert send.input_schema["required"] == ["session", "text"]
-        assert await server.call("list_sessions") == []
+        assert await server.call("list_sessions") == {"sessions": [], "unreachable": {}}
     drive(body)
 
 
@@ -113,7 +115,7 @@ def test_every_session_tool_on_the_fake(fake_claude: Path, tmux: Tmux,
         assert argv[argv.index("--append-system-prompt") + 1] == "You are ONE."
         reached = await server.call("wait", session="ONE", state="waiting", timeout=30)
         assert reached["state"] == "waiting"
-        listed = await server.call("list_sessions", group="crew")
+        listed = (await server.call("list_sessions", group="crew"))["sessions"]
         assert [v["slug"] for v in listed] == ["ONE"] and listed[0]["started_here"]
         assert listed[0]["group"] == "crew"
         reply = await server.call("chat", session="ONE", text="SAY second", timeout=60)
@@ -128,7 +130,7 @@ def test_every_session_tool_on_the_fake(fake_claude: Path, tmux: Tmux,
         assert (await server.call("interrupt", session="ONE"))["interrupted"]
         await server.call("wait", session="ONE", state="waiting,idle", timeout=30)
         assert (await server.call("delete_session", session="ONE"))["deleted"]
-        assert await server.call("list_sessions") == []
+        assert await server.call("list_sessions") == {"sessions": [], "unreachable": {}}
         bad = await server.error("send", session="ONE", text="x")
         assert "no session named 'ONE'" in bad
         await server.error("wait", session="NOPE", state="sleepy")
@@ -171,7 +173,7 @@ def test_a_session_never_drives_itself(fake_claude: Path, tmux: Tmux, tmp_path: 
                            ("history", {}), ("wait", {})):
             message = await server.error(tool, session="ME", **args)
             assert "never drives itself" in message, tool
-        listed = await server.call("list_sessions")
+        listed = (await server.call("list_sessions"))["sessions"]
         assert listed[0]["caller"] is True
         await server.error("create_session", path=project(tmp_path, "x"), slug="ME")
 
@@ -331,7 +333,7 @@ def test_delegations_fan_out_in_parallel_and_each_can_continue(
                 group.start_soon(one, name)
         assert {k: (v["status"], v["reply"]) for k, v in results.items()} == {
             "F1": ("done", "from F1"), "F2": ("done", "from F2"), "F3": ("done", "from F3")}
-        listed = await server.call("list_sessions", group="fan")
+        listed = (await server.call("list_sessions", group="fan"))["sessions"]
         assert sorted(v["slug"] for v in listed) == ["F1", "F2", "F3"]
         return [await server.call("chat", session=name, text="SAY again", timeout=60)
                 for name in ("F1", "F2", "F3")]
@@ -353,3 +355,84 @@ def test_a_first_prompts_cost_counts_against_the_budget(fake_claude: Path, tmux:
         message = await server.error("create_session", path=project(tmp_path, "b"))
         assert "budget of $0.0005 is spent" in message
     drive(body, "--budget", "0.0005")
+
+
+# -- sessions on other machines (HOST:SLUG), through a real sshd --------------------------------
+
+
+@pytest.fixture
+def world(tmp_path: Path, private_home: Path, monkeypatch: pytest.MonkeyPatch
+          ) -> Iterator[SshWorld]:
+    made = SshWorld(tmp_path / "ssh")
+    monkeypatch.setenv("CBOS_SSH_COMMAND", made.ssh_command)
+    yield made
+    made.close()
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str,
+                 timeout: float = 60) -> None:
+    """Retry ``check`` until it holds (the remote side answers in its own time)."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await anyio.sleep(0.2)
+
+
+def test_remote_sessions_by_host_slug_under_the_same_rules(
+        world: SshWorld, fake_claude: Path, tmux: Tmux, tmp_path: Path) -> None:
+    world.add("box1")
+    world.add("box2", start=False)  # configured, but nothing answers there
+    config_dir = Path(os.environ["HOME"]) / ".config" / "cbos"
+    config_dir.mkdir(parents=True)
+    (config_dir / "config.toml").write_text(world.toml(["box1", "box2"]))
+    far = world.remote_home("box1") / "far"
+    far.mkdir()
+    world.remote_cbos("box1", "new", str(far), "--slug", "FAR")
+    near = project(tmp_path, "near")
+
+    async def body(server: Server) -> None:
+        async def screen_has(name: str, text: str) -> bool:
+            return text in (await server.call("get_buffer", session=name))["screen"]
+
+        listed = await server.call("list_sessions")
+        assert [(s["host"], s["slug"]) for s in listed["sessions"]] == [("box1", "box1:FAR")]
+        assert set(listed["unreachable"]) == {"box2"}
+        await _until(lambda: screen_has("box1:FAR", "❯"), "the remote composer")
+        # The caller is this machine's FAR; box1:FAR is another session (full names).
+        assert "never drives itself" in await server.error("send", session="FAR", text="x")
+        await server.call("send", session="box1:FAR", text="WRITE f.txt")
+        await server.call("wait", session="box1:FAR", state="permission", timeout=60)
+        for choice in ("yes", "1"):
+            refused = await server.error("answer", session="box1:FAR", choice=choice)
+            assert "not allowed by this server" in refused
+        assert (await server.call("answer", session="box1:FAR", choice="no"))["choice"] == "no"
+        await server.call("wait", session="box1:FAR", state="waiting,idle", timeout=60)
+        assert not (far / "f.txt").exists()
+        chat = await server.call("chat", session="box1:FAR", text="SAY over ssh", timeout=60)
+        assert chat["reply"] == "over ssh"
+        await _until(lambda: screen_has("box1:FAR", "over ssh"), "the remote reply")
+        said = await server.call("history", session="box1:FAR")
+        assert "SAY over ssh" in [m["text"] for m in said["messages"]]
+        assert "no session named 'NOPE' on box1" in await server.error(
+            "send", session="box1:NOPE", text="hi")
+        assert "no host named 'box9'" in await server.error("interrupt", session="box9:X")
+        assert (await server.call("interrupt", session="box1:FAR"))["interrupted"]
+
+        made = await server.call("create_session", path=str(far), slug="NEW", host="box1")
+        assert made["slug"] == "box1:NEW"
+        assert "this machine's sessions only" in await server.error(
+            "create_session", path=str(far), host="box1", prompt="SAY x")
+        slugs = {s["slug"]: s for s in (await server.call("list_sessions"))["sessions"]}
+        assert slugs["box1:NEW"]["started_here"] and not slugs["box1:FAR"]["started_here"]
+        for name in ("box1:NEW", "box1:FAR"):
+            assert (await server.call("delete_session", session=name))["deleted"]
+        local = await server.call("create_session", path=near, slug="NEAR")
+        assert local["slug"] == "NEAR"  # this machine's sessions still work beside them
+        rest = (await server.call("list_sessions"))["sessions"]
+        assert [(s["host"], s["slug"]) for s in rest] == [(None, "NEAR")]
+
+    drive(body, env={**os.environ, "CBOS_SESSION": "FAR"})
+    names = subprocess.run(["tmux", "-L", world.remote_env("box1")["CBOS_TMUX_SOCKET"],
+                            "list-sessions", "-F", "#{session_name}"],
+                           capture_output=True, text=True).stdout
+    assert "FAR" not in names and "NEW" not in names
