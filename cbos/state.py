@@ -20,7 +20,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
@@ -138,6 +138,24 @@ class Track:
         return self.tools[-1] if self.tools else None
 
 
+_TRACK_FIELDS: Final = frozenset(f.name for f in fields(Track))
+
+
+def _evolve(track: Track, **changes: Any) -> Track:
+    """``dataclasses.replace`` for a Track, without re-running its 28-field ``__init__``.
+
+    fold makes two of these per event and a board folds thousands of events at start-up
+    (``cbos ls``, the status line), where ``replace`` was most of the fold's cost. Track has
+    no ``__post_init__`` and no slots, so copying its ``__dict__`` is the same object.
+    """
+    unknown = changes.keys() - _TRACK_FIELDS
+    if unknown:
+        raise TypeError(f"Track has no field {sorted(unknown)}")
+    new = object.__new__(Track)
+    new.__dict__.update(track.__dict__, **changes)
+    return new
+
+
 # Events that say nothing about the turn (they fire from outside or at start-up).
 _AMBIENT = frozenset({"ConfigChange", "FileChanged", "InstructionsLoaded", "CwdChanged",
                       "PreModelSwitch", "PostModelSwitch", "DirectoryAdded", "Setup"})
@@ -157,7 +175,7 @@ def _set_phase(track: Track, phase: Phase, ts: float, *, restart: bool = False,
     """Enter ``phase`` at ``ts``; staying inside a turn's phase keeps its start time."""
     keep = phase == track.phase and phase in IN_TURN and not restart
     since = track.since if keep else ts
-    return replace(track, phase=phase, since=since, evidence_ts=max(track.evidence_ts, ts),
+    return _evolve(track, phase=phase, since=since, evidence_ts=max(track.evidence_ts, ts),
                    **changes)
 
 
@@ -175,7 +193,7 @@ def fold(track: Track | None, event: HookEvent) -> Track:
         track = Track(pane=event.pane, claude_pid=event.claude_pid,
                       session_id=event.session_id, since=event.ts)
     ts, p = event.ts, event.payload
-    track = replace(
+    track = _evolve(
         track, pane=track.pane or event.pane,
         claude_pid=track.claude_pid if track.claude_pid is not None else event.claude_pid,
         session_id=event.session_id or track.session_id,
@@ -194,7 +212,7 @@ def _session_start(t: Track, ts: float, p: Mapping[str, Any], agent: str) -> Tra
     if source == "compact":  # timeline:compact: PreCompact, SubagentStop, SessionStart, PostCompact
         return t
     # startup, resume, clear (a new session_id in the same pid: timeline:clear)
-    return replace(_reset_turn(t), phase=Phase.NONE, since=ts, evidence_ts=ts,
+    return _evolve(_reset_turn(t), phase=Phase.NONE, since=ts, evidence_ts=ts,
                    start_source=source or "startup", started_ts=ts, end_reason="",
                    background=(), subagents=(), last_message="", last_stop_ts=None,
                    prompt="", compacting="")
@@ -203,13 +221,13 @@ def _session_start(t: Track, ts: float, p: Mapping[str, Any], agent: str) -> Tra
 def _session_end(t: Track, ts: float, p: Mapping[str, Any], agent: str) -> Track:
     reason = _text(p.get("reason"))
     if reason == "clear":  # SessionStart(clear) follows at once with the new session_id
-        return replace(_reset_turn(t), phase=Phase.NONE, since=ts, evidence_ts=ts,
+        return _evolve(_reset_turn(t), phase=Phase.NONE, since=ts, evidence_ts=ts,
                        start_source="clear", started_ts=ts, last_message="", prompt="")
     return _set_phase(_reset_turn(t), Phase.ENDED, ts, end_reason=reason or "other")
 
 
 def _reset_turn(t: Track) -> Track:
-    return replace(t, tools=(), permission=None, writing="", task_summary="", error="",
+    return _evolve(t, tools=(), permission=None, writing="", task_summary="", error="",
                    last_tool="")
 
 
@@ -242,7 +260,7 @@ def _permission(t: Track, ts: float, p: Mapping[str, Any], agent: str) -> Track:
     ask = PendingPermission(_text(p.get("tool_name")), _mapping(p.get("tool_input")), ts,
                             agent)
     if agent:
-        return replace(t, permission=ask, evidence_ts=max(t.evidence_ts, ts))
+        return _evolve(t, permission=ask, evidence_ts=max(t.evidence_ts, ts))
     phase = t.phase if t.phase in IN_TURN else Phase.TOOL
     return _set_phase(t, phase, ts, permission=ask)
 
@@ -250,7 +268,7 @@ def _permission(t: Track, ts: float, p: Mapping[str, Any], agent: str) -> Track:
 def _post_tool(t: Track, ts: float, p: Mapping[str, Any], agent: str) -> Track:
     if agent:
         if t.permission is not None and t.permission.agent_id == agent:
-            return replace(t, permission=None, evidence_ts=max(t.evidence_ts, ts))
+            return _evolve(t, permission=None, evidence_ts=max(t.evidence_ts, ts))
         return t
     name, use_id = _text(p.get("tool_name")), _text(p.get("tool_use_id"))
     done = next((x for x in reversed(t.tools) if use_id and x.tool_use_id == use_id),
@@ -299,7 +317,7 @@ def _message_display(t: Track, ts: float, p: Mapping[str, Any], agent: str) -> T
     if agent or t.phase != Phase.PROMPTED:
         return t
     lines = [line.strip() for line in _text(p.get("delta")).splitlines() if line.strip()]
-    return replace(t, writing=lines[-1]) if lines else t
+    return _evolve(t, writing=lines[-1]) if lines else t
 
 
 def _stop(t: Track, ts: float, p: Mapping[str, Any], agent: str) -> Track:
@@ -320,22 +338,22 @@ def _stop_failure(t: Track, ts: float, p: Mapping[str, Any], agent: str) -> Trac
 
 
 def _subagent_start(t: Track, ts: float, p: Mapping[str, Any], agent: str) -> Track:
-    return replace(t, subagents=(*t.subagents, agent)) if agent else t
+    return _evolve(t, subagents=(*t.subagents, agent)) if agent else t
 
 
 def _subagent_stop(t: Track, ts: float, p: Mapping[str, Any], agent: str) -> Track:
     # Never ends the main turn (timeline:agent; the compaction agent too, agent_type "").
-    return replace(t, subagents=tuple(a for a in t.subagents if a != agent),
+    return _evolve(t, subagents=tuple(a for a in t.subagents if a != agent),
                    background=tuple(b for b in t.background if b.id != agent))
 
 
 def _pre_compact(t: Track, ts: float, p: Mapping[str, Any], agent: str) -> Track:
-    return replace(t, compacting=_text(p.get("trigger")) or "manual", compact_ts=ts,
+    return _evolve(t, compacting=_text(p.get("trigger")) or "manual", compact_ts=ts,
                    evidence_ts=max(t.evidence_ts, ts))
 
 
 def _post_compact(t: Track, ts: float, p: Mapping[str, Any], agent: str) -> Track:
-    t = replace(t, compacting="", evidence_ts=max(t.evidence_ts, ts))
+    t = _evolve(t, compacting="", evidence_ts=max(t.evidence_ts, ts))
     if t.phase in IN_TURN:  # auto compaction inside a turn: the turn goes on
         return t
     return _set_phase(t, Phase.COMPACTED, ts)
@@ -345,12 +363,12 @@ def _elicitation(t: Track, ts: float, p: Mapping[str, Any], agent: str) -> Track
     # An MCP server asks the person for input (not recorded): a dialog is open.
     server = _text(p.get("mcp_server_name")) or "an MCP server"
     ask = PendingPermission("", {}, ts, agent, message=f"{server} asks for input")
-    return replace(t, permission=ask, evidence_ts=max(t.evidence_ts, ts))
+    return _evolve(t, permission=ask, evidence_ts=max(t.evidence_ts, ts))
 
 
 def _elicitation_result(t: Track, ts: float, p: Mapping[str, Any], agent: str) -> Track:
     if t.permission is not None and not t.permission.tool:
-        return replace(t, permission=None, evidence_ts=max(t.evidence_ts, ts))
+        return _evolve(t, permission=None, evidence_ts=max(t.evidence_ts, ts))
     return t
 
 

@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +176,8 @@ def parse_up(text: str, base: Path) -> list[UpEntry]:
 
     Paths must be existing directories and slugs unique within the file.
     """
+    import tomllib  # here: only `cbos up` parses a sessions file
+
     from cbos.sessions import SLUG_RE, check_text, default_slug
 
     try:

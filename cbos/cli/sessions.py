@@ -90,7 +90,7 @@ def _in_group(ctx: Context, views: Sequence[SessionView], group: str | None,
 
 
 def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
-    from cbos import auth, model, transcript
+    from cbos import model, transcript
 
     the_core = ctx.core()
     # Tokens and cost from each transcript, memory and CPU from the process table.
@@ -99,9 +99,12 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
              for v in _in_group(ctx, the_core.snapshot().sessions, args.group)]
     if args.group is None:
         views = all_views(ctx, views)  # every host's (unreachable ones on stderr)
-    warning = auth.expiry_warning(auth.credential())
-    if warning and not args.json:
-        print(f"cbos: {warning}", file=sys.stderr)
+    if not args.json:  # scripts get no warning, so --json need not read the credential
+        from cbos import auth
+
+        warning = auth.expiry_warning(auth.credential())
+        if warning:
+            print(f"cbos: {warning}", file=sys.stderr)
     if args.json:
         from cbos import delegation
 
