@@ -368,6 +368,29 @@ class Remote:
             raise CbosError(self._pipe.why())
         return message
 
+    def chat(self, name: str, slug: str, text: str, timeout: float,
+             watch: Callable[[dict[str, Any]], None] | None = None) -> str:
+        """Send ``text`` to ``slug`` and return Claude's last words once the turn has ended
+        (the session waits again: the protocol's session_waiting). ``watch`` sees every
+        other message on the way, and may raise to stop (a budget running out). ``name``
+        is how errors call the session (HOST:SLUG)."""
+        deadline = time.monotonic() + timeout
+        self.ask("send", session=slug, text=text)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CbosError(f"{name}: no reply within {timeout:g}s")
+            message = self.events(left)
+            if message is None:
+                continue
+            kind, about = message.get("type"), message.get("slug")
+            if kind == "session_waiting" and about == slug:
+                return str(message.get("context", ""))
+            if kind == "session_deleted" and about == slug:
+                raise CbosError(f"{name} ended before it replied")
+            if watch is not None:
+                watch(message)
+
     def close(self) -> None:
         self._pipe.close()
 

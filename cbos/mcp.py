@@ -351,31 +351,19 @@ class Tools:
                 self.guard.need_budget(f"chatting with {name}")
             left = self.guard.remaining()
             cap = None if left is None or not mine else self.guard.started[name] + left
-            remote.ask("send", session=view.bare, text=text)
-            deadline = started + timeout
-            while True:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    raise CbosError(f"{name}: no reply within {timeout:g}s")
-                message = remote.events(wait)
-                if message is None:
-                    continue
-                kind = message.get("type")
-                if kind == "session_waiting" and message.get("slug") == view.bare:
-                    reply = str(message.get("context", ""))
-                    break
-                if kind == "session_deleted" and message.get("slug") == view.bare:
-                    raise CbosError(f"{name} ended before it replied")
-                fresh = _view_of(message, remote.host.name) if kind == "session_update" \
-                    and cap is not None else None
-                if fresh is not None and fresh.slug == name:
-                    cost = _cost(fresh)
-                    if cost is not None and cap is not None:
-                        self.guard.note_cost(name, cost)
-                        if cost >= cap:
-                            remote.ask("interrupt", session=view.bare)
-                            raise RefusedError(f"{name}: interrupted at this server's budget "
-                                               f"of ${self.guard.budget:g}")
+            def watch(message: dict[str, Any]) -> None:
+                if cap is None or message.get("type") != "session_update":
+                    return
+                fresh = _view_of(message, remote.host.name)
+                cost = _cost(fresh) if fresh is not None and fresh.slug == name else None
+                if cost is not None:
+                    self.guard.note_cost(name, cost)
+                    if cost >= cap:
+                        remote.ask("interrupt", session=view.bare)
+                        raise RefusedError(f"{name}: interrupted at this server's budget "
+                                           f"of ${self.guard.budget:g}")
+
+            reply = remote.chat(name, view.bare, text, timeout, watch)
         return {"slug": name, "reply": reply,
                 "duration_s": round(time.monotonic() - started, 3)}
 

@@ -154,20 +154,7 @@ def chat(args: argparse.Namespace, ctx: Context, text: str) -> int:
     started = time.monotonic()
     with Remotes(ctx) as remotes:
         remote, slug = remotes.remote(args.slug)
-        remote.ask("send", session=slug, text=text)
-        deadline = started + args.timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise CbosError(f"{args.slug}: no reply within {args.timeout:g}s")
-            message = remote.events(left)
-            if message is None:
-                continue
-            if message.get("type") == "session_waiting" and message.get("slug") == slug:
-                reply = str(message.get("context", ""))
-                break
-            if message.get("type") == "session_deleted" and message.get("slug") == slug:
-                raise CbosError(f"{args.slug} ended before it replied")
+        reply = remote.chat(args.slug, slug, text, args.timeout)
     if args.json:
         print(json.dumps({"slug": args.slug, "reply": reply,
                           "duration_s": round(time.monotonic() - started, 3)}, indent=2,
