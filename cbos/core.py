@@ -11,17 +11,20 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cbos import hooks, registry, sessions
+from cbos import registry, sessions
 from cbos import state as st
 from cbos.config import Config
-from cbos.dialog import Dialog, answer_keys, blocking_notice, parse_dialog
 from cbos.errors import RefusedError, TmuxError
 from cbos.events import HookEvent, read_recent
 from cbos.model import Board, Outside, SessionView, Snapshot, read_status_files
 from cbos.panes import PaneSession
 from cbos.procs import ZOMBIE, Proc, ProcTable, is_claude
 from cbos.tmux import Tmux
+
+if TYPE_CHECKING:  # dialog and hooks are imported where used: `cbos ls` needs neither
+    from cbos.dialog import Dialog
 
 DIALOG_GRACE = 1.0  # Claude's dialogs ignore keys for about a second after they open
 
@@ -181,6 +184,8 @@ class Core:
         one tmux call however many there are."""
         if not panes:
             return {}
+        from cbos.dialog import blocking_notice, parse_dialog
+
         try:
             texts = self.tmux.capture_many(list(panes.values()))
         except TmuxError:
@@ -252,6 +257,8 @@ class Core:
             # The dialog answered must be the one the person read (a page may lag).
             raise RefusedError(f"{slug}'s dialog changed: it now asks {dialog.question!r}; "
                                "look at it again before answering")
+        from cbos.dialog import answer_keys
+
         keys = answer_keys(dialog, choice)
         if wait and view.state is st.State.PERMISSION:
             # Keys pressed in the dialog's first second are dropped by Claude.
@@ -273,6 +280,8 @@ class Core:
 
         The session's path, arguments and environment are remembered for `cbos resume`.
         """
+        from cbos import hooks
+
         args = list(extra_args)
         if not hooks.installed_globally(self.config):
             args = ["--settings", str(hooks.settings_for_session(self.config)), *args]

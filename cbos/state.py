@@ -159,7 +159,8 @@ def _evolve(track: Track, **changes: Any) -> Track:
 # Events that say nothing about the turn (they fire from outside or at start-up).
 _AMBIENT = frozenset({"ConfigChange", "FileChanged", "InstructionsLoaded", "CwdChanged",
                       "PreModelSwitch", "PostModelSwitch", "DirectoryAdded", "Setup"})
-_TASK_FIELD = re.compile(r"<(task-id|summary|status)>(.*?)</\1>", re.DOTALL)
+# Patterns as text, compiled (and cached by re) on first use: most starts never need them.
+_TASK_FIELD = r"(?s)<(task-id|summary|status)>(.*?)</\1>"
 
 
 def _text(value: Any) -> str:
@@ -238,7 +239,7 @@ def _prompt(t: Track, ts: float, p: Mapping[str, Any], agent: str) -> Track:
     summary, background = "", t.background
     if prompt.lstrip().startswith("<task-notification>"):
         # A background task finished and re-entered as a turn (timeline:bg_bash, agent).
-        fields = dict(_TASK_FIELD.findall(prompt))
+        fields = dict(re.findall(_TASK_FIELD, prompt))
         summary = fields.get("summary", "").strip() or "a background task finished"
         done = fields.get("task-id", "")
         background = tuple(task for task in t.background if task.id != done)
@@ -507,7 +508,7 @@ class ToolProc:
     started: float = 0.0  # create time (epoch seconds); 0.0 = unknown
 
 
-_EVAL = re.compile(r"\beval\s+'((?:[^']|'\\''|'\"'\"')*)'")
+_EVAL = r"\beval\s+'((?:[^']|'\\''|'\"'\"')*)'"
 
 
 def _human_command(proc: Proc, table: ProcTable) -> str:
@@ -520,7 +521,7 @@ def _human_command(proc: Proc, table: ProcTable) -> str:
     command = proc.command
     if "shell-snapshots" not in command and " eval " not in command:
         return command
-    match = _EVAL.search(command)
+    match = re.search(_EVAL, command)
     if match:
         return match.group(1).replace("'\\''", "'").replace("'\"'\"'", "'")
     for pid in table.children.get(proc.pid, ()):
@@ -677,13 +678,13 @@ _API_ERRORS: Final = {
     "server_error": "server error", "max_output_tokens": "reply too long",
     "unknown": "request failed",
 }
-_HTTP_CODE = re.compile(r"(?:API Error:?\s*|\()([1-5]\d\d)\b")
+_HTTP_CODE = r"(?:API Error:?\s*|\()([1-5]\d\d)\b"
 
 
 def api_error_text(error: str, message: str) -> str:
     """``API error 429: rate limited``: the HTTP status Claude printed (if any) and the
     cause, from StopFailure's ``error`` and ``last_assistant_message``."""
-    match = _HTTP_CODE.search(message)
+    match = re.search(_HTTP_CODE, message)
     code = f" {match.group(1)}" if match else ""
     words = _API_ERRORS.get(error, error.replace("_", " ") or "request failed")
     return f"API error{code}: {words}"

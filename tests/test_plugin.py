@@ -251,7 +251,9 @@ def test_popup_command_runs_the_configured_binary_literally(srv: Server, tmp_pat
     srv.load()
     client = attach(srv.socket, "home")
     client.type(b"\x02A")  # the prefix (C-b), then the key
-    wait_until(marker.exists, message="the popup ran the fake cbos")
+    # The shell creates the file (the redirection) a moment before echo writes into it.
+    wait_until(lambda: marker.exists() and marker.read_text().endswith("\n"),
+               message="the popup ran the fake cbos")
     assert marker.read_text() == "--popup\n"
     assert client.output  # the client drew the popup
 

@@ -444,8 +444,10 @@ def test_waiting_and_permission_are_announced_with_context(
         # v2: the SESSION carries the dialog and its host; the screen comes rendered with
         # its size; `answer` picks an option.
         def dialog() -> Message | None:
+            # The PermissionRequest hook can announce the dialog a moment before its
+            # options have been read off the screen: wait for them.
             for view in ask(ws, {"type": "list_sessions"})["sessions"]:
-                if view["slug"] == "TURN" and view["dialog"]:
+                if view["slug"] == "TURN" and view["dialog"] and view["dialog"]["options"]:
                     return dict(view)
             return None
         view = wait_until(dialog, timeout=20, message="the dialog in the SESSION")
