@@ -172,6 +172,9 @@ def attach() -> Iterator[Callable[[str, str], Client]]:
         client = Client(socket, session)
         clients.append(client)
         wait_until(client.name, message="the client attached")
+        # Listed is not yet ready: keys typed before tmux has drawn the client (its tty
+        # set up) were lost once on a loaded CI machine. The status line names the session.
+        wait_until(lambda: f"[{session}]" in client.output, message="the client drew")
         return client
 
     yield make
