@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cbos import config as config_mod
-from cbos import registry, sessions, transcript
+from cbos import sessions, transcript
 from cbos.errors import UsageError
 from cbos.events import HookEvent
 from cbos.presets import DEFAULT_PRESET as DEFAULT_PRESET
@@ -43,6 +43,7 @@ from cbos.presets import PRESETS as PRESETS
 from cbos.presets import Preset as Preset
 from cbos.presets import check_ceiling as check_ceiling
 from cbos.presets import preset as preset
+from cbos.registry import GROUP_ENV as GROUP_ENV
 
 STATUSES = ("done", "over_budget", "max_turns", "denied", "needs_permission", "timeout",
             "failed")
@@ -336,16 +337,6 @@ def transcript_of(events: Iterable[HookEvent], pane: str) -> Path | None:
 
 
 # -- groups -----------------------------------------------------------------------------------
-
-GROUP_ENV = "CBOS_GROUP"
-
-
-def groups(config: config_mod.Config) -> dict[str, str]:
-    """Each remembered session's group label, by slug (sessions without one are absent):
-    the label lives in the session's environment, which cbos remembers for resume."""
-    return {slug: group for slug, entry in registry.load(config).items()
-            if (group := entry.env.get(GROUP_ENV))}
-
 
 def group_env(env: Mapping[str, str] | None, group: str | None) -> dict[str, str]:
     """The session's environment with its group label (remembered with it for resume)."""

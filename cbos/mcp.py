@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cbos import api, delegation, hosts, sessions, transcript
+from cbos import api, delegation, hosts, registry, sessions, transcript
 from cbos import config as config_mod
 from cbos import model as model_mod
 from cbos.core import Core
@@ -212,7 +212,7 @@ class Tools:
             members = set(api.group_members(self.config, core, delegation.check_group(group)))
             views = tuple(v for v in views if v.slug in members)
         procs = core.board.procs
-        groups = delegation.groups(self.config)
+        groups = registry.groups(self.config)
         return [{**model.with_usage(
                     v, transcript.usage_for(v.claude_session_id, v.pid, procs)).to_json(),
                  "host": None, "group": groups.get(v.slug),

@@ -297,3 +297,14 @@ def remember(config: Config, seen: Mapping[str, tuple[str, str]]) -> None:
             return
         if after is not None:
             _SEEN[path] = (_identity(path), after)
+
+
+GROUP_ENV = "CBOS_GROUP"  # a session's group label, kept in its remembered environment
+
+
+def groups(config: Config) -> dict[str, str]:
+    """Each remembered session's group label, by slug (sessions without one are absent):
+    the label lives in the session's environment, which cbos remembers for resume. (Here,
+    beside the file it reads: `cbos ls --json` needs no delegation machinery.)"""
+    return {slug: group for slug, entry in load(config).items()
+            if (group := entry.env.get(GROUP_ENV))}

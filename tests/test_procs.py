@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -81,3 +82,35 @@ def test_an_exec_under_the_same_name_is_seen_with_its_new_argv() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_tree_usage_reads_what_psutil_reads() -> None:
+    """Memory and CPU of a tree from /proc, psutil's figures (no psutil import on `ls`)."""
+    # A parent that burns some CPU and holds ~30 MB, with a child: both are counted.
+    script = ("import subprocess, sys, time\n"
+              "block = bytearray(30 * 1024 * 1024)\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              "end = time.process_time() + 0.3\n"
+              "while time.process_time() < end: pass\n"
+              "print(child.pid, flush=True); time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        snap = procs.ProcTable.snapshot()
+        rss, cpu = snap.tree_usage(parent.pid)
+        handles = [psutil.Process(parent.pid), psutil.Process(child)]
+        expected_rss = sum(h.memory_info().rss for h in handles)
+        expected_cpu = sum(h.cpu_times().user + h.cpu_times().system for h in handles)
+        assert rss > 30 * 1024 * 1024
+        assert abs(rss - expected_rss) < 1024 * 1024  # both asleep: the same pages
+        assert cpu >= 0.3 and abs(cpu - expected_cpu) < 0.05
+        assert procs._boot_time() == psutil.boot_time()
+        # A pid whose process image is not the snapshot's (reused) counts for nothing.
+        stale = procs.ProcTable(procs={parent.pid: dataclasses.replace(
+            snap.procs[parent.pid], create_time=snap.procs[parent.pid].create_time - 5)})
+        assert stale.tree_usage(parent.pid) == (0, 0.0)
+        assert procs.ProcTable().tree_usage(parent.pid) == (0, 0.0)
+    finally:
+        parent.kill()
+        parent.wait()
