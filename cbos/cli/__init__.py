@@ -29,7 +29,30 @@ GROUPS = (sessions, scripting, agents, serve, integration, remote)
 CLAUDE_ARG_COMMANDS = frozenset({"new"})
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``command`` only the subcommands of the group that owns
+    it: building all of them (~26 subparsers, mostly argparse's gettext lookups) cost
+    ~7 ms of every start, which scripts and the status line pay on each call."""
+    parser = top_parser()
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    owners = [group for group in GROUPS if command in group.COMMANDS]
+    for group in owners or GROUPS:
+        group.register(sub)
+    return parser
+
+
+def parser_for(words: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser ``words`` need: the TUI (no command, no --help) needs no subcommand at
+    all, a known command only its group's; anything else (help, a typo) gets them all,
+    so that argparse can list them."""
+    command = command_of(words, valued_options(top_parser()))
+    if command is None and not {"-h", "--help"} & set(words):
+        return top_parser()
+    return build_parser(command)
+
+
+def top_parser() -> argparse.ArgumentParser:
+    """`cbos` and its global options, without the subcommands."""
     parser = Parser(prog="cbos", description="A tmux-native control room for many "
                     "interactive Claude Code sessions. With no command, opens the TUI.")
     parser.add_argument("--version", action="version", version=f"cbos {__version__}")
@@ -41,9 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also run the WebSocket server while the TUI runs")
     server_options(parser, ws_prefix=True)
     parser.set_defaults(handler=serve.run_tui)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for group in GROUPS:
-        group.register(sub)
     return parser
 
 
@@ -100,7 +120,7 @@ def setup_logging(config: config_mod.Config) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser()
+        parser = parser_for(args_list)
         words, extra = split_claude_args(parser, args_list)
         args = parser.parse_args(words)
         if extra:

@@ -158,6 +158,10 @@ def _ceiling(p: argparse.ArgumentParser) -> None:
                    help="let the caller answer yes to other sessions' permission dialogs")
 
 
+# What register() adds: a command's words build only its own group's parser.
+COMMANDS = ("delegate", "continue", "conversations", "mcp", "auth")
+
+
 def register(sub: Subparsers) -> None:
     from cbos.presets import DEFAULT_PRESET, PRESET_NAMES
 

@@ -77,6 +77,10 @@ def cmd_projects(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+# What register() adds: a command's words build only its own group's parser.
+COMMANDS = ("hooks", "status", "plugin-path", "projects")
+
+
 def register(sub: Subparsers) -> None:
     p = sub.add_parser("hooks", help="install, uninstall or check cbos's Claude Code hooks")
     p.add_argument("action", choices=("install", "uninstall", "status"),

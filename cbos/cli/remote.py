@@ -228,6 +228,10 @@ def cmd_hosts(args: argparse.Namespace, ctx: Context) -> int:
     return 1 if errors else 0
 
 
+# What register() adds: a command's words build only its own group's parser.
+COMMANDS = ("hosts",)
+
+
 def register(sub: Subparsers) -> None:
     p = sub.add_parser("hosts", help="the machines in [[hosts]]: reachable or why not")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -302,6 +302,10 @@ def _first_prompts(ctx: Context, panes: dict[str, str], prompts: Mapping[str, st
     return failed
 
 
+# What register() adds: a command's words build only its own group's parser.
+COMMANDS = ("chat", "history", "resume", "fork", "up")
+
+
 def register(sub: Subparsers) -> None:
     p = sub.add_parser("chat", help="send a prompt, wait for the turn to end, print the reply")
     p.add_argument("slug", help="session: SLUG, or HOST:SLUG on another machine")

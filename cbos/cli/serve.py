@@ -75,6 +75,10 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+# What register() adds: a command's words build only its own group's parser.
+COMMANDS = ("serve",)
+
+
 def register(sub: Subparsers) -> None:
     p = sub.add_parser("serve", help="run the WebSocket server without the TUI")
     server_options(p)

@@ -106,9 +106,9 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
         if warning:
             print(f"cbos: {warning}", file=sys.stderr)
     if args.json:
-        from cbos import delegation
+        from cbos import registry
 
-        groups = delegation.groups(ctx.config)
+        groups = registry.groups(ctx.config)
         print(json.dumps([{**v.to_json(), "group": groups.get(v.slug)} for v in views],
                          indent=2, ensure_ascii=False))
         return 0
@@ -295,6 +295,10 @@ def tail_bytes(path: Path, lines: int | None) -> bytes:
     except FileNotFoundError:
         raise CbosError(f"no log at {path}; the session has printed nothing yet") from None
     return last_lines(data, lines)
+
+
+# What register() adds: a command's words build only its own group's parser.
+COMMANDS = ("new", "ls", "send", "interrupt", "tail", "answer", "wait", "kill", "attach", "buffer")
 
 
 def register(sub: Subparsers) -> None:
