@@ -80,6 +80,8 @@ FINISHED: Final = frozenset({Phase.STOPPED, Phase.FAILED, Phase.INTERRUPTED, Pha
 
 @dataclass(frozen=True)
 class PendingTool:
+    """A tool call PreToolUse announced and no PostToolUse has ended yet."""
+
     name: str
     input: Mapping[str, Any]
     ts: float
@@ -88,6 +90,8 @@ class PendingTool:
 
 @dataclass(frozen=True)
 class PendingPermission:
+    """A permission claude asked for and the person has not answered yet."""
+
     tool: str  # "" when only a Notification told us (no PermissionRequest)
     input: Mapping[str, Any]
     ts: float
@@ -97,6 +101,8 @@ class PendingPermission:
 
 @dataclass(frozen=True)
 class BackgroundTask:
+    """A shell or subagent claude left running in the background."""
+
     id: str
     kind: str  # "shell", "subagent", ...
     description: str
@@ -565,6 +571,8 @@ class Signals:
 
 @dataclass(frozen=True)
 class Verdict:
+    """A session's state, why, and since when: what infer() decides."""
+
     state: State
     reason: str
     since: float

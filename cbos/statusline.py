@@ -11,12 +11,13 @@ ran out) the format runs `cbos status` instead, which computes the line from scr
 tmux runs it through ``#()`` at most once a second, so it avoids everything heavy: no
 urwid (one ``list-panes``), no psutil (Claude's status files and the
 pane listing say whether claude runs), only the newest events, and the state machinery
-is imported only once the listing shows there is a session at all.
+is imported while tmux lists the panes.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ from cbos.tmux import Tmux
 if TYPE_CHECKING:
     from cbos import state as st
     from cbos.config import Config
+    from cbos.panes import Pane
 
 EVENT_BYTES = 128 << 10  # the newest turns of every pane; older events rarely matter here
 STATUS_OPTION = "@cbos_status"
@@ -60,15 +62,31 @@ def _status_by_pane(directory: Path) -> dict[str, st.StatusFile]:
 
 def line(config: Config) -> str:
     """``⚠ 1 ● 2 ◑ 3``: sessions needing the person first; empty when nothing is going on."""
-    panes = [p for p in Tmux(config.tmux_socket, check_version=False).list_panes() if p.slug]
-    if not panes:
-        return ""
+    # tmux answers while the state machinery imports (~15 ms, mostly building dataclasses):
+    # the listing runs on a thread that mostly waits on the tmux child, so the two overlap.
+    # With no session at all the import is wasted, but that line is empty and cheap anyway.
+    listed: list[list[Pane] | BaseException] = []
+
+    def list_panes() -> None:
+        try:
+            listed.append(Tmux(config.tmux_socket, check_version=False).list_panes())
+        except BaseException as exc:  # re-raised on the calling thread
+            listed.append(exc)
+
+    lister = threading.Thread(target=list_panes, name="cbos-status-list")
+    lister.start()
     from cbos import state as st
     from cbos.events import read_recent
     from cbos.model import Board
     from cbos.panes import PaneSession
     from cbos.procs import Proc
 
+    lister.join()
+    if isinstance(listed[0], BaseException):
+        raise listed[0]
+    panes = [p for p in listed[0] if p.slug]
+    if not panes:
+        return ""
     # Status files before events: a hook's event is written before the status it causes.
     statuses = _status_by_pane(st.status_dir(os.environ))
     board = Board(stall_seconds=config.stall_seconds)
