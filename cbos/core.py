@@ -19,6 +19,7 @@ from cbos.config import Config
 from cbos.errors import RefusedError, TmuxError
 from cbos.events import HookEvent, read_recent
 from cbos.model import Board, Outside, SessionView, Snapshot, read_status_files
+from cbos.model import may_show_blocker as may_show_blocker  # (engine imports it from here)
 from cbos.panes import PaneSession
 from cbos.procs import ZOMBIE, Proc, ProcTable, is_claude
 from cbos.tmux import Tmux
@@ -79,21 +80,6 @@ def _under(procs: ProcTable, proc: Proc, roots: set[int]) -> bool:
             return False
         pid, steps = parent.ppid, steps + 1
     return False
-
-
-def may_show_blocker(view: SessionView, notice: str = "", waiting: bool = True) -> bool:
-    """Whether a session's screen is worth a capture for a dialog or a blocking notice:
-    it asks already, or a live claude is idle (before SessionStart a dialog is the only
-    sign), or waiting (its next output may be a dialog no hook announces), or a notice
-    holds it. Busy sessions are left alone; ``waiting=False`` leaves waiting ones alone
-    too (a one-shot command has no output to tell which of them moved)."""
-    if view.read_only:
-        return False  # no pane to read
-    if view.state is st.State.PERMISSION or notice:
-        return True
-    if view.pid is None or view.reason.startswith(st.EXITING):
-        return False
-    return view.state is st.State.IDLE or (waiting and view.state is st.State.WAITING)
 
 
 class Core:

@@ -304,3 +304,18 @@ def attention_key(view: SessionView) -> tuple[bool, int, float, str]:
 
 def with_usage(view: SessionView, usage: Mapping[str, Any]) -> SessionView:
     return replace(view, usage=usage)
+
+
+def may_show_blocker(view: SessionView, notice: str = "", waiting: bool = True) -> bool:
+    """Whether a session's screen is worth a capture for a dialog or a blocking notice:
+    it asks already, or a live claude is idle (before SessionStart a dialog is the only
+    sign), or waiting (its next output may be a dialog no hook announces), or a notice
+    holds it. Busy sessions are left alone; ``waiting=False`` leaves waiting ones alone
+    too (a one-shot command has no output to tell which of them moved)."""
+    if view.read_only:
+        return False  # no pane to read
+    if view.state is st.State.PERMISSION or notice:
+        return True
+    if view.pid is None or view.reason.startswith(st.EXITING):
+        return False
+    return view.state is st.State.IDLE or (waiting and view.state is st.State.WAITING)

@@ -27,6 +27,7 @@ from cbos.tmux import Tmux
 if TYPE_CHECKING:
     from cbos import state as st
     from cbos.config import Config
+    from cbos.model import Board, Snapshot
     from cbos.panes import Pane
 
 EVENT_BYTES = 128 << 10  # the newest turns of every pane; older events rarely matter here
@@ -98,13 +99,47 @@ def line(config: Config) -> str:
         pid = status.pid if status else None
         if pid is None and not pane.dead and pane.current_command not in _SHELLS:
             track = board.tracks.get(pane.pane_id)
-            pid = track.claude_pid if track else None
+            # Before its first hook and status file (a startup dialog) claude is known
+            # only as the pane's foreground program.
+            pid = track.claude_pid if track and track.claude_pid else pane.pid
         claude = Proc(pid, 0, "claude", (), 0.0, "running") if pid else None
         if status is not None:
             files[status.pid] = status
         sessions.append(PaneSession(pane.slug, pane, claude, adopted=not pane.owned))
     board.set_sessions(sessions, None, files)
-    return render(board.snapshot().counts())
+    snapshot = board.snapshot()
+    if _read_screens(board, snapshot, Tmux(config.tmux_socket, check_version=False)):
+        snapshot = board.snapshot()
+    return render(snapshot.counts())
+
+
+def _read_screens(board: Board, snapshot: Snapshot, tmux: Tmux) -> bool:
+    """A live claude no signal calls busy may sit behind a dialog (workspace trust, a
+    project's MCP servers: no hook fires) or a notice (not logged in): one capture of
+    those screens, as the engine does, so that the line counts them as asking or waiting
+    instead of leaving them out. Sessions at work or waiting cost nothing. True if a
+    screen showed something."""
+    from cbos.model import may_show_blocker
+
+    wanted = {v.slug: v.pane_id for v in snapshot.sessions
+              if may_show_blocker(v, waiting=False)}
+    if not wanted:
+        return False
+    from cbos.dialog import blocking_notice, parse_dialog
+    from cbos.errors import TmuxError
+
+    try:
+        screens = tmux.capture_many(list(wanted.values()))
+    except TmuxError:
+        return False  # the panes went away meanwhile: the line shows what the rest says
+    found = False
+    for slug, pane in wanted.items():
+        if pane in screens:
+            dialog, notice = parse_dialog(screens[pane]), blocking_notice(screens[pane])
+            if dialog is not None or notice:
+                board.set_screen(slug, dialog, notice)
+                found = True
+    return found
 
 
 def render(counts: Mapping[st.State, int]) -> str:

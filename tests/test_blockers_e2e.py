@@ -57,6 +57,8 @@ def test_workspace_trust_is_asked_refused_to_send_and_answered(
     assert [o["label"] for o in view["dialog"]["options"]] == ["No, exit",
                                                                "Yes, I trust this folder"]
     assert view["dialog"]["selected"] == 1
+    # The status line without an engine reads the screen too: the dialog is counted.
+    assert cli("status").out.strip() == "⚠ 1"
     refused = cli("send", "TRUST", "hello")
     assert refused.code != 0 and "dialog" in refused.err and "cbos answer" in refused.err
     answered = cli("answer", "TRUST", "2")
@@ -117,6 +119,7 @@ def test_not_logged_in_waits_for_its_person(
     Core(config).load().create(folder, "NOLOGIN", env={"FAKE_CLAUDE_LOGGED_OUT": "1"})
     view = wait_state(cli, "NOLOGIN", "waiting", reason="not logged in: run /login")
     assert "no turn yet" not in view["reason"]
+    assert cli("status").out.strip() == "● 1"  # waiting for its person, not idle
     wait_until(lambda: "❯\u00a0" in screen_of("NOLOGIN"), message="composer")
     assert cli("send", "NOLOGIN", "SAY hi").code == 0
     wait_state(cli, "NOLOGIN", "waiting", reason="credentials expired or invalid")
