@@ -14,6 +14,11 @@ READ_TOOLS = ("Read", "Glob", "Grep")
 EDIT_TOOLS = ("Edit", "Write", "NotebookEdit")
 GIT_READ = ("Bash(git diff *)", "Bash(git log *)", "Bash(git show *)", "Bash(git status *)",
             "Bash(git blame *)")
+# The allowed git words can still write or run things through options: --output=FILE
+# writes the diff to any path, --ext-diff runs the configured external diff program.
+# Claude Code checks deny rules before allow rules and its * matches any run of
+# characters, so these scoped denies close the options whatever their position.
+GIT_WRITES = ("Bash(git *--output*)", "Bash(git *--ext-diff*)")
 
 
 @dataclass(frozen=True)
@@ -43,9 +48,9 @@ PRESETS: Mapping[str, Preset] = {p.name: p for p in (
     Preset("plan", 1, "plan", READ_TOOLS, (*EDIT_TOOLS, "WebFetch"),
            "Claude's plan mode: read, search and propose a plan (the plan is the reply); "
            "nothing is changed"),
-    Preset("review", 2, "default", (*READ_TOOLS, *GIT_READ), EDIT_TOOLS,
-           "read and search files, git diff/log/show/status/blame; no edits, other "
-           "commands are asked (answered no)"),
+    Preset("review", 2, "default", (*READ_TOOLS, *GIT_READ), (*EDIT_TOOLS, *GIT_WRITES),
+           "read and search files, git diff/log/show/status/blame (without --output or "
+           "--ext-diff); no edits, other commands are asked (answered no)"),
     Preset("edit", 3, "acceptEdits", (*READ_TOOLS, *EDIT_TOOLS), (),
            "read, and edit files in the project without asking; commands are asked "
            "(answered no)"),

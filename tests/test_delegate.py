@@ -236,3 +236,27 @@ def test_a_startup_dialog_is_reported_at_once_not_waited_out(
     assert "a dialog waits before its prompt" in problems["TRUST"]
     assert "trust" in problems["TRUST"].lower()
     assert "cbos answer TRUST" in problems["TRUST"]
+
+
+def test_review_takes_back_the_git_options_that_write_or_run() -> None:
+    """Claude Code's rule syntax: ``*`` matches any characters, deny is checked before
+    allow. Under those rules review's git commands read, and the writing options do not
+    get through."""
+    import fnmatch
+
+    review = delegation.PRESETS["review"]
+
+    def verdict(command: str) -> str:
+        def matches(rules: tuple[str, ...]) -> bool:
+            return any(rule.startswith("Bash(") and fnmatch.fnmatchcase(command, rule[5:-1])
+                       for rule in rules)
+        return "deny" if matches(review.disallowed) else (
+            "allow" if matches(review.allowed) else "ask")
+
+    assert verdict("git diff HEAD~1 -- src/") == "allow"
+    assert verdict("git log --oneline -5") == "allow"
+    assert verdict("git diff --output=/home/u/.bashrc") == "deny"
+    assert verdict("git log -p --output /tmp/x") == "deny"
+    assert verdict("git show HEAD --ext-diff") == "deny"
+    assert verdict("rm -rf /") == "ask"
+    assert "--output" in " ".join(review.args())
