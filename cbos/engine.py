@@ -36,7 +36,7 @@ from cbos.core import Core, Gathered, may_show_blocker
 from cbos.errors import CbosError, RefusedError
 from cbos.events import Events
 from cbos.hosts import HostLink
-from cbos.model import SessionView, Snapshot
+from cbos.model import SessionView, Snapshot, stale
 from cbos.panes import PaneSession
 from cbos.tmux import Tmux
 
@@ -413,7 +413,8 @@ class Engine:
         if key != self._compose_key:
             self._compose_key = key
             self._compose_version += 1
-        remote = [v for link in links for v in link.views.values()]
+        remote = [v if link.status.up else stale(v, link.status)
+                  for link in links for v in link.views.values()]
         sessions = tuple(sorted((*local.sessions, *remote), key=lambda v: v.slug))
         return Snapshot(self._compose_version, local.taken, sessions, local.tmux_up,
                         tuple(link.status for link in links))

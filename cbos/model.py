@@ -319,3 +319,15 @@ def may_show_blocker(view: SessionView, notice: str = "", waiting: bool = True) 
     if view.pid is None or view.reason.startswith(st.EXITING):
         return False
     return view.state is st.State.IDLE or (waiting and view.state is st.State.WAITING)
+
+
+def stale(view: SessionView, host: HostStatus) -> SessionView:
+    """A session of a host that cannot be reached: its last known state, said to be that,
+    watch-only (dimmed, after the rest) until the link is back. Showing "working" for a
+    session nobody can see any more would be a guess passed off as a fact."""
+    if view.read_only or not host.error:
+        return view  # (connecting for the first time: nothing is known to be stale)
+    clock = time.strftime("%H:%M", time.localtime(host.since))
+    return replace(view, read_only=True,
+                   reason=f"{host.name} unreachable since {clock}; last known: "
+                          f"{view.state.value}" + (f" · {view.reason}" if view.reason else ""))

@@ -29,7 +29,8 @@ from cbos.engine import Engine
 from cbos.errors import ConfigError, UsageError
 from cbos.hub import serve_loop
 from cbos.logs import Chunk
-from cbos.model import HostStatus
+from cbos.model import HostStatus, SessionView, stale
+from cbos.state import State
 from cbos.tmux import Tmux
 from tests.conftest import CliResult
 from tests.sshd import SshWorld
@@ -149,6 +150,17 @@ def test_host_status_line() -> None:
                                  "connection; retrying in 8s")
     assert HostStatus("box1", True, at, "").line() == "box1: connected"
     assert HostStatus("box1", False, at, "").line() == "box1: connecting…"
+
+
+def test_a_down_hosts_sessions_are_shown_as_last_known() -> None:
+    at = time.mktime((2026, 1, 2, 12, 3, 0, 0, 0, -1))
+    view = SessionView(slug="box1:API", path="/p", state=State.WORKING, reason="running Bash",
+                       since=at - 60, pid=7, claude_session_id="x", tmux="API:0.0",
+                       pane_id="%1", adopted=False, host="box1")
+    down = stale(view, HostStatus("box1", False, at, "box1: box1 refused the connection"))
+    assert down.read_only and down.state is State.WORKING
+    assert down.reason == "box1 unreachable since 12:03; last known: working · running Bash"
+    assert stale(view, HostStatus("box1", False, at, "")) is view  # first connection
 
 
 # -- the CLI against real sshd ---------------------------------------------------------------
@@ -370,6 +382,11 @@ def test_a_dropped_host_recovers_without_gap_or_duplicate(
     wait_until(lambda: not control.status("box1").up, timeout=30, message="the link down")
     down = control.status("box1")
     assert down.line().startswith("box1: unreachable since ")
+    # Its sessions stay listed, as what was last known: watch-only, said to be stale.
+    view = wait_until(lambda: next(v for v in control.engine.snapshot().sessions
+                                   if v.slug == "box1:BURST" and v.read_only),
+                      timeout=30, message="the remote session marked stale")
+    assert view.reason.startswith("box1 unreachable since ") and "last known: " in view.reason
     assert "refused" in down.error or "ended" in down.error or "ssh" in down.error
     # The remote session keeps running while the control room cannot see it.
     socket_name = world.remote_env("box1")["CBOS_TMUX_SOCKET"]
@@ -381,6 +398,9 @@ def test_a_dropped_host_recovers_without_gap_or_duplicate(
     stop.set()
     writer.join(60)
     wait_until(lambda: control.status("box1").up, timeout=60, message="the link back up")
+    wait_until(lambda: not next(v for v in control.engine.snapshot().sessions
+                                if v.slug == "box1:BURST").read_only,
+               timeout=30, message="the remote session live again")
     content = b"".join(written)
 
     def whole() -> bool:
