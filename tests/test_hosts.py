@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -603,3 +604,71 @@ def test_websocket_clients_see_and_drive_remote_sessions(
         loop.join(10)
         server.shutdown()
         engine.close()
+
+
+def _spawn_tail(*words: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "cbos", "tail", *words],
+                            stdout=subprocess.PIPE, env=os.environ.copy())
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    return proc
+
+
+def test_remote_tail_follows_raw_with_no_gap_and_rendered_as_text(
+        world: SshWorld, cli: Cli, fake_claude: Path, quiet_fake: Path, tmux: Tmux) -> None:
+    world.add("box1")
+    remote_session(world, "box1", "FOL")
+    configure(world, ["box1"])
+    log = remote_log(world, "box1", "FOL")
+    wait_until(log.exists, timeout=20, message="the remote log")
+    stop = threading.Event()
+    written = [0]
+
+    def write() -> None:  # a line every millisecond, through the whole start-up
+        with open(log, "ab", buffering=0) as f:
+            while not stop.is_set():
+                f.write(b"line %06d\n" % written[0])
+                written[0] += 1
+                stop.wait(0.001)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    wait_until(lambda: written[0] > 20, message="the writer runs")
+    proc = _spawn_tail("box1:FOL", "-f", "--raw", "--lines", "3")
+    out = bytearray()
+
+    def numbers() -> list[int]:
+        out.extend(proc.stdout.read() or b"")  # type: ignore[union-attr]
+        return [int(n) for n in re.findall(rb"line (\d{6})\n", bytes(out))]
+    try:
+        wait_until(lambda: len(numbers()) > 500, timeout=60, message="500 lines followed")
+    finally:
+        stop.set()
+        writer.join()
+        proc.terminate()
+        proc.wait(timeout=10)
+    seen = numbers()
+    # The backlog is the last 3 lines only, then every line once, in order.
+    assert seen[0] > 20 - 1 and seen[0] <= seen[-1]
+    missing = sorted(set(range(seen[0], seen[-1] + 1)) - set(seen))
+    assert not missing, f"lines lost between the backlog and the live tail: {missing[:10]}"
+    assert seen == sorted(set(seen)), "a line printed twice"
+
+    # Rendered: what the screen shows, as text, the new lines as they come.
+    wait_until(lambda: "❯" in cli("buffer", "box1:FOL").out, timeout=30,
+               message="the remote composer")
+    proc = _spawn_tail("box1:FOL", "-f")
+    shown = bytearray()
+
+    def text() -> str:
+        shown.extend(proc.stdout.read() or b"")  # type: ignore[union-attr]
+        return shown.decode("utf-8", "replace")
+    try:
+        wait_until(lambda: "❯" in text(), timeout=30, message="the first screen")
+        assert cli("send", "box1:FOL", "SAY rendered over ssh").code == 0
+        wait_until(lambda: "rendered over ssh" in text(), timeout=30,
+                   message="the reply, rendered")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert "\x1b" not in text()  # text, not the raw stream (stdout is not a terminal)
