@@ -517,7 +517,7 @@ class Preview(urwid.Widget):
         super().__init__()
         self.view: SessionView | None = None
         self.now = time.time()
-        self._lines: list[ansi.Markup] = []
+        self._lines: list[ansi.StyledRun] = []
         self._blank: list[bool] = []
         self.note = "no session selected"
 
