@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # dialog and hooks are imported where used: `cbos ls` needs n
     from cbos.dialog import Dialog
 
 DIALOG_GRACE = 1.0  # Claude's dialogs ignore keys for about a second after they open
+READY_WAIT = 20.0  # seconds a send waits for a starting claude's prompt box
+READY_POLL = 0.1
 
 
 @dataclass(frozen=True)
@@ -220,11 +222,34 @@ class Core:
             raise RefusedError(
                 f"{slug} is asking for permission ({view.reason}); typing would answer the "
                 f"dialog. Answer it with `cbos answer {slug} CHOICE` (a number, yes, no or esc)")
-        if self._dialog_on_screen(pane_id) is not None:
+        starting = view.state is st.State.IDLE and view.pid is not None
+        dialog = self._ready_screen(pane_id, slug) if starting \
+            else self._dialog_on_screen(pane_id)
+        if dialog is not None:
             raise RefusedError(
                 f"{slug} is showing a dialog; typing would answer it. Answer it with "
                 f"`cbos answer {slug} CHOICE` (a number, yes, no or esc)")
         self.tmux.send_text(pane_id, text, slug)
+
+    def _ready_screen(self, pane_id: str, slug: str) -> Dialog | None:
+        """An idle session may not take input yet: claude just started, or is between its
+        startup dialogs and the session, where typed text is lost. Wait (worker or CLI
+        thread) for its prompt box or a dialog, up to READY_WAIT seconds."""
+        from cbos.dialog import composer_shown, parse_dialog
+
+        deadline = time.monotonic() + READY_WAIT
+        while True:
+            try:
+                screen = self.tmux.capture(pane_id, colours=False)
+            except TmuxError:
+                screen = ""
+            dialog = parse_dialog(screen)
+            if dialog is not None or composer_shown(screen):
+                return dialog
+            if time.monotonic() > deadline:
+                raise RefusedError(f"{slug} shows no prompt box after {READY_WAIT:g} s, so "
+                                   f"claude would drop what is typed; see `cbos buffer {slug}`")
+            time.sleep(READY_POLL)
 
     def interrupt(self, slug: str) -> None:
         self.tmux.interrupt(self.session(slug).pane.pane_id, slug)

@@ -293,6 +293,18 @@ _NOTICES = (
 )
 
 
+def composer_shown(screen_text: str) -> bool:
+    """Whether Claude's prompt box is on screen: a ``❯`` line between the last two rules.
+    Until it is, Claude has no input handler and drops what is typed (2.1.332 spends
+    seconds after its startup dialogs like that)."""
+    lines = clean_lines(screen_text)
+    rules = [i for i, line in enumerate(lines) if _is_rule(line, frozenset("─"))]
+    if len(rules) < 2:
+        return False
+    return any(line.lstrip().startswith("❯") and not _OPTION.match(line)
+               for line in lines[rules[-2] + 1:rules[-1]])  # (an option's cursor is not it)
+
+
 def blocking_notice(screen_text: str) -> str:
     """What the status row above the composer says stops every prompt, in words:
     ``not logged in: run /login`` (blockers/no-credentials); "" when nothing does.

@@ -16,7 +16,7 @@ from cbos.config import Config
 from cbos.core import Core
 from cbos.engine import Engine
 from cbos.tmux import Tmux
-from tests.support import Cli, wait_until
+from tests.support import Cli, prompts, wait_until
 from tests.test_state_e2e import screen_of, state_of, wait_state
 
 TRUST_QUESTION = "Quick safety check: Is this a project you created or one you trust?"
@@ -69,6 +69,28 @@ def test_workspace_trust_is_asked_refused_to_send_and_answered(
     saved = json.loads((Path.home() / ".claude.json").read_text())
     assert saved["projects"][str(folder)]["hasTrustDialogAccepted"] is True
     assert "hello" not in screen_of("TRUST")
+
+
+def test_a_send_right_after_the_startup_dialogs_waits_for_the_prompt_box(
+        cli: Cli, fake_claude: Path, tmux: Tmux, tmp_path: Path, quiet_fake: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Claude 2.1.332 spends seconds after its startup dialogs with no prompt box, and what
+    is typed then is lost; `cbos new … && cbos send …` must still deliver the prompt."""
+    import os
+
+    monkeypatch.setenv("CBOS_CLAUDE_ENV_VARS",
+                       os.environ["CBOS_CLAUDE_ENV_VARS"] + " FAKE_CLAUDE_STARTUP_S=2")
+    folder = project(tmp_path, "EARLY")
+    untrusted(folder)
+    new(cli, folder, "EARLY")
+    wait_state(cli, "EARLY", "permission", reason="dialog: Quick safety check")
+    assert cli("answer", "EARLY", "yes").code == 0
+    wait_until(lambda: "Quick safety check" not in screen_of("EARLY"), message="answered")
+    sent = cli("send", "EARLY", "SAY typed at once")
+    assert sent.code == 0, sent.err
+    wait_until(lambda: "SAY typed at once" in prompts(quiet_fake), timeout=20,
+               message="the prompt arrived")
+    wait_state(cli, "EARLY", "waiting")
 
 
 def test_project_mcp_servers_dialog_answered_with_yes(

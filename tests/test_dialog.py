@@ -10,7 +10,15 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from cbos.dialog import CURSOR, Dialog, Option, answer_keys, blocking_notice, parse_dialog
+from cbos.dialog import (
+    CURSOR,
+    Dialog,
+    Option,
+    answer_keys,
+    blocking_notice,
+    composer_shown,
+    parse_dialog,
+)
 from cbos.errors import UsageError
 from tests.fakeclaude import screens as frames
 
@@ -393,3 +401,20 @@ def test_notice_only_above_the_composer() -> None:
     assert blocking_notice("") == ""
     expired = blocker("no-credentials").replace("Not logged in", "OAuth token has expired")
     assert blocking_notice(expired) == "credentials expired: run /login"
+
+
+@pytest.mark.parametrize(("name", "shown"), [
+    ("01_idle_startup", True), ("02_after_say_done", True),
+    ("12_after_permission_denied", True), ("09_permission_prompt", False),
+    ("13_ask_user_question", False), ("19_add_dir_trust_dialog", False),
+    ("20_after_exit", False),
+])
+def test_the_prompt_box_is_found_on_recorded_screens(name: str, shown: bool) -> None:
+    assert composer_shown(screen(name)) is shown
+
+
+def test_no_prompt_box_before_the_session_or_on_a_blank_screen() -> None:
+    assert not composer_shown(blocker("trust"))
+    assert not composer_shown(blocker("mcp-json"))
+    assert not composer_shown("")
+    assert composer_shown(blocker("no-credentials"))  # a prompt box, though prompts fail

@@ -30,7 +30,8 @@ Environment knobs: FAKE_CLAUDE_SPEED (divides the delays that stand for model ti
 FAKE_CLAUDE_IDLE_NOTIFY_S, FAKE_CLAUDE_PERMISSION_NOTIFY_S, FAKE_CLAUDE_DIALOG_GRACE_S,
 FAKE_CLAUDE_LOG (JSON line per submitted prompt), FAKE_CLAUDE_LOGGED_OUT=1 (no
 credentials: "Not logged in", every prompt fails), FAKE_CLAUDE_ERROR_LOG (tracebacks of
-the fake's own bugs; default ``<config>/fake-claude-errors.log``).
+the fake's own bugs; default ``<config>/fake-claude-errors.log``), FAKE_CLAUDE_STARTUP_S
+(seconds with no composer after the startup dialogs, keys typed meanwhile lost).
 """
 
 from __future__ import annotations
@@ -149,6 +150,9 @@ SPEED = _env_float("FAKE_CLAUDE_SPEED", 1.0) or 1.0
 IDLE_NOTIFY_S = _env_float("FAKE_CLAUDE_IDLE_NOTIFY_S", 5.0)
 PERMISSION_NOTIFY_S = _env_float("FAKE_CLAUDE_PERMISSION_NOTIFY_S", 6.4)
 DIALOG_GRACE_S = _env_float("FAKE_CLAUDE_DIALOG_GRACE_S", 0.3)
+# Claude Code 2.1.332 after its startup dialogs: ~5 s with no composer (it reaches for the
+# network) while what is typed is lost. 0: the session begins at once.
+STARTUP_S = _env_float("FAKE_CLAUDE_STARTUP_S", 0.0)
 
 
 def model_time(seconds: float) -> float:
@@ -705,6 +709,7 @@ class FakeClaude:
         # blockers/no-credentials: no API key and no login (the fake has no credentials,
         # so a knob stands for their absence); every prompt fails with a 401.
         self.logged_out = os.environ.get("FAKE_CLAUDE_LOGGED_OUT") == "1"
+        self.starting = False  # between the startup dialogs and the session (STARTUP_S)
         self.queue: list[QueueItem] = []
         self.bg: list[BgTask] = []
         self.reap: list[subprocess.Popen[bytes]] = []
@@ -1214,6 +1219,8 @@ class FakeClaude:
         self.dirty = False
         if self.exit_code is not None and self.saved_tty is None:
             return
+        if self.starting:
+            return  # (STARTUP_S) the screen stays blank until the session begins
         frame = self._frame()
         out: list[str] = []
         previous = self.prev_frame
@@ -1254,6 +1261,8 @@ class FakeClaude:
         if not data:
             self._shutdown(129, "other")  # the terminal went away: like SIGHUP
             return
+        if self.starting:
+            return  # no input handler yet: the real one loses these keys too
         self.inbuf += self.decoder.decode(data)
         self._parse_input()
 
@@ -2446,6 +2455,17 @@ class FakeClaude:
             self.dialog = dialog  # no status file, no hook, no notification: none yet
             self._render(full=True)
             return
+        if STARTUP_S > 0:
+            self.starting = True
+            self.dialog = None
+            self._write("\x1b[2J\x1b[H")  # the dialogs are gone; no composer yet
+            self.prev_frame = None
+            self.timers.call_later(STARTUP_S, self._started)
+            return
+        self._begin()
+
+    def _started(self) -> None:
+        self.starting = False
         self._begin()
 
     def _shutdown_quietly(self, code: int) -> None:
