@@ -94,7 +94,9 @@ def test_tree_usage_reads_what_psutil_reads() -> None:
     # A parent that burns some CPU and holds ~30 MB, with a child: both are counted.
     script = ("import subprocess, sys, time\n"
               "block = bytearray(30 * 1024 * 1024)\n"
-              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; print(1, flush=True);"
+              " time.sleep(60)'], stdout=subprocess.PIPE)\n"
+              "child.stdout.readline()  # started: its CPU time stays put from here\n"
               "end = time.process_time() + 0.3\n"
               "while time.process_time() < end: pass\n"
               "print(child.pid, flush=True); time.sleep(60)\n")
