@@ -243,6 +243,20 @@ def test_room_shows_counts_rows_preview_and_the_input_line() -> None:
     assert screen(r.room)[0].rstrip().endswith("ws 127.0.0.1:32205")
 
 
+def test_the_selected_row_alone_is_drawn_in_the_focus_colours() -> None:
+    r = make_room(view("A", State.WAITING, "done", ago=5), view("B"))
+    r.press("j")
+    assert r.selected == "B"
+    first, second = urwid.testing.render_runs(r.room.sessions, (60, 2), focus=True)
+    assert [a for a, _ in first][:3] == ["st.waiting", None, "slug"]
+    assert "focus" not in repr(first)
+    # Every run of the selected row is in a focus colour, the icon's and slug's their own.
+    assert all("focus" in repr(a) for a, _ in second)
+    assert [repr(a) for a, text in second if text in ("○", "B")] == [
+        repr(urwid.LayeredAttr("focus.icon", "focus")),
+        repr(urwid.LayeredAttr("focus.slug", "focus"))]
+
+
 def test_attention_first_then_plain_order_with_s() -> None:
     r = make_room(*BOARD)
     assert r.room.sessions.order == ["AUTH", "DOCS", "INTEL", "APP", "API", "WEB", "OLD"]
