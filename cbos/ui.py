@@ -17,14 +17,16 @@ import os
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import urwid
 
-from cbos import ansi
-from cbos.dialog import Dialog
 from cbos.model import HostStatus, SessionView, Snapshot, age, attention_key
 from cbos.state import State
+
+if TYPE_CHECKING:  # ansi is imported when the first screen comes: the first paint has none
+    from cbos import ansi
+    from cbos.dialog import Dialog
 
 SETTLE_SECONDS: Final = 1.0  # a sort key must hold this long before the list reorders
 WIDE: Final = 100  # from this many columns, the list and the preview sit side by side
@@ -548,6 +550,8 @@ class Preview(urwid.Widget):
         self._invalidate()
 
     def set_screen(self, text: str) -> None:
+        from cbos import ansi
+
         lines = text.split("\n")
         while lines and not ansi.strip(lines[-1]).strip():
             lines.pop()
@@ -605,6 +609,8 @@ class Preview(urwid.Widget):
         left = rows - used - (panel_canvas.rows() if panel_canvas is not None else 0)
         if left > 0:
             if self._lines:
+                from cbos import ansi  # (set_screen imported it)
+
                 # Wider lines wrap (colours kept): the question must not lose its end.
                 rows_of = [ansi.wrap_markup(line, cols) for line in self._lines]
                 wrapped = [row for rows in rows_of for row in rows]

@@ -17,16 +17,22 @@ if TYPE_CHECKING:
 
 def run_tui(args: argparse.Namespace, ctx: Context) -> int:
     """``cbos`` with no command: the control room, until ``q``."""
-    from cbos import app
+    if args.web and not args.ws:
+        raise UsageError("--web serves the page on the WebSocket server's port: add --ws "
+                         "(cbos --ws --web), or run `cbos serve --web`")
+    from cbos.engine import Starting
 
+    starting = Starting(ctx.config)  # tmux and /proc are read while urwid imports
+    try:
+        from cbos import app
+    except BaseException:
+        starting.close()
+        raise
     ws = None
     if args.ws:
         ws = app.WsOptions(ctx.config.api_host, ctx.config.api_port, args.allow_remote,
                            tuple(args.allow_origin or ()), page=args.web)
-    elif args.web:
-        raise UsageError("--web serves the page on the WebSocket server's port: add --ws "
-                         "(cbos --ws --web), or run `cbos serve --web`")
-    return app.run(ctx.config, popup=args.popup, ws=ws)
+    return app.run(ctx.config, popup=args.popup, ws=ws, starting=starting)
 
 
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
