@@ -517,6 +517,27 @@ def test_offsets_survive_a_restart_and_old_offsets_report_a_gap(log_dir: Path) -
         assert again.read_since("S", 99_999) == (writer.data[1500:], 2606, True)
 
 
+def test_a_restart_rewrites_no_sidecar_and_still_knows_what_was_emitted(
+        log_dir: Path) -> None:
+    for slug in ("A", "B"):
+        append(log_dir / f"{slug}.log", b"first run\n")
+    with Tail(log_dir) as tail:
+        got = Collector(tail)
+        append(log_dir / "A.log", b"more\n")
+        wait_until(lambda: got.poll() and tail.offset("A") == 15, message="read A")
+    sidecars = {slug: os.stat(log_dir / f"{slug}.log.base") for slug in ("A", "B")}
+    assert json.loads((log_dir / "A.log.base").read_text())["end"] == 15
+    append(log_dir / "A.log", b"while no cbos ran\n")
+    with Tail(log_dir) as again:
+        assert again.offset("A") == 33 and again.offset("B") == 10
+        for slug, before in sidecars.items():  # the start renamed no file into place
+            assert os.stat(log_dir / f"{slug}.log.base").st_ino == before.st_ino
+        # Were this process to die now, the next start would still know that bytes up
+        # to 15 were emitted: a log cut shorter than that reads as truncated.
+        assert json.loads((log_dir / "A.log.base").read_text())["end"] == 15
+    assert json.loads((log_dir / "A.log.base").read_text())["end"] == 33
+
+
 def test_two_tails_rotate_once_and_both_follow_without_a_gap(log_dir: Path) -> None:
     writer = Writer(log_dir / "S.log")
     rearms: list[str] = []
