@@ -87,7 +87,7 @@ class Engine:
         self.core = Core(config, tmux)
         self.tail = logs.Tail(config.stream_dir, max_buffer=config.max_buffer_size,
                               max_file_bytes=config.log_max_bytes, rearm=self._rearm,
-                              read_budget=READ_ROUND)
+                              read_budget=READ_ROUND, adopt_later=True)
         self.events = Events(config)
         self._lanes = {lane: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cbos-{lane}")
                        for lane in (ACT, SCREEN, LOOK, SCAN)}
@@ -169,8 +169,9 @@ class Engine:
             self.release()
 
     def release(self) -> None:
-        """The rest of :meth:`start`: the first screen reads, the notifier, and the work
-        held by ``start(hold=True)`` handed to the workers, in order."""
+        """The rest of :meth:`start`: the logs followed, the first screen reads, the
+        notifier, and the work held by ``start(hold=True)`` handed to the workers."""
+        self.tail.adopt()
         if self._held is not None:
             self.refresh_dialogs()
             self._look_at_new_sessions()

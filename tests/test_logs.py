@@ -155,6 +155,27 @@ def test_start_up_begins_at_the_end_with_the_recent_output_prefilled(log_dir: Pa
         assert bare.offset("A") == len(history)
 
 
+def test_adopt_later_follows_the_logs_found_at_start_from_where_they_end_then(
+        log_dir: Path) -> None:
+    """The TUI lists the logs at once and follows them after its first frame: a log
+    that was there starts at its end then (what it wrote meanwhile is history, kept in
+    the ring); a log created meanwhile is new output, read from its first byte."""
+    (log_dir / "OLD.log").write_bytes(b"before\n")
+    with Tail(log_dir, max_buffer=1000, adopt_later=True) as tail:
+        append(log_dir / "OLD.log", b"meanwhile\n")
+        (log_dir / "NEW.log").write_bytes(b"created meanwhile\n")
+        tail.adopt()
+        assert tail.slugs() == ["OLD"]  # NEW is the watch's to report
+        assert tail.offset("OLD") == 17 and tail.buffer("OLD") == b"before\nmeanwhile\n"
+        got = Collector(tail)
+        append(log_dir / "OLD.log", b"after\n")
+        got.wait_for("OLD", "after\n")
+        got.wait_for("NEW", "created meanwhile\n")
+        assert got.text("OLD") == "after\n" and got.of("OLD")[-1].offset == 23
+    with Tail(log_dir, adopt_later=True) as lazy:
+        assert lazy.offset("OLD") == 23  # any call adopts first
+
+
 def test_the_ring_joins_prefill_and_live_output_written_during_start_up(
         log_dir: Path) -> None:
     """What the TUI and the server show of a session (the ring) has no hole where output
