@@ -10,6 +10,7 @@ tmux, which has the terminal to itself while the TUI is paused.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 import logging
 import sys
@@ -174,6 +175,9 @@ class App:
         self.loop.start()
         self._started = True
         self.loop.draw_screen()  # the first paint, now: everything after can wait a moment
+        if not gc.isenabled():  # `cbos` turned the collector off for the start-up
+            gc.freeze()  # what start-up made lives as long as the TUI: never scan it again
+            gc.enable()
         self.engine.release()
         self._no_intr()
         self._warn_credentials()

@@ -7,8 +7,10 @@ tmux server, with a screen that keeps the last canvas drawn instead of a termina
 
 from __future__ import annotations
 
+import gc
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -800,3 +802,15 @@ def test_a_tall_screen_keeps_the_dialog_options_and_footer_in_view() -> None:
         assert "Do you want to create x.txt?" in shown
         assert "1. Yes" in shown and "3. No" in shown
         assert "Esc to cancel · Tab to amend" in shown
+
+
+def test_the_control_room_without_a_terminal_is_one_line_and_leaves_nothing_on(
+        cli: Cli, tmux: Tmux) -> None:
+    """`cbos` builds its engine while urwid imports, with the cyclic collector off: a
+    refusal must close that engine and turn the collector back on."""
+    result = cli()
+    assert result.code == 1 and "the control room needs a terminal" in result.err
+    assert gc.isenabled()
+    wait_until(lambda: not any(t.name == "cbos-start" for t in threading.enumerate()),
+               message="the start-up thread gone")
+
