@@ -20,7 +20,7 @@ _CSI = re.compile(r"\x1b\[([0-9;:<=>?]*)[ -/]*([@-~])|\x1b[()][0-9A-Za-z]|\x1b[=
 _BASIC = ("black", "dark red", "dark green", "brown", "dark blue", "dark magenta",
           "dark cyan", "light gray", "dark gray", "light red", "light green", "yellow",
           "light blue", "light magenta", "light cyan", "white")
-Markup = list[tuple[urwid.AttrSpec | None, str]]
+StyledRun = list[tuple[urwid.AttrSpec | None, str]]
 
 
 @dataclass(frozen=True)
@@ -124,9 +124,9 @@ def attr_spec(style: Style) -> urwid.AttrSpec | None:
     return urwid.AttrSpec(",".join([fg, *flags]), bg, colors=256)
 
 
-def to_markup(text: str) -> Markup:
+def to_markup(text: str) -> StyledRun:
     """urwid markup for terminal text; non-SGR escapes are dropped, style carries on."""
-    markup: Markup = []
+    markup: StyledRun = []
     style = PLAIN
     pos = 0
     for match in _CSI.finditer(text):
@@ -148,7 +148,7 @@ def strip(text: str) -> str:
 _RULE_ONLY = frozenset("─━▔▁╌┄═-")
 
 
-def wrap_markup(markup: Markup, width: int) -> list[Markup]:
+def wrap_markup(markup: StyledRun, width: int) -> list[StyledRun]:
     """``markup`` (one screen line) as rows of at most ``width`` cells, colours kept.
 
     Cut at any character, as a terminal wraps; a line of rule characters is clipped, not
@@ -162,7 +162,7 @@ def wrap_markup(markup: Markup, width: int) -> list[Markup]:
     plain = "".join(text for _, text in markup).strip()
     if plain and set(plain) <= _RULE_ONLY:
         return [_take(markup, width)[0]]
-    rows: list[Markup] = []
+    rows: list[StyledRun] = []
     rest = markup
     while rest:
         row, rest = _take(rest, width)
@@ -170,9 +170,9 @@ def wrap_markup(markup: Markup, width: int) -> list[Markup]:
     return rows
 
 
-def _take(markup: Markup, width: int) -> tuple[Markup, Markup]:
+def _take(markup: StyledRun, width: int) -> tuple[StyledRun, StyledRun]:
     """The first ``width`` cells of ``markup``, and the rest."""
-    row: Markup = []
+    row: StyledRun = []
     room = width
     for index, (attr, text) in enumerate(markup):
         cells = urwid.calc_width(text, 0, len(text))
@@ -185,6 +185,6 @@ def _take(markup: Markup, width: int) -> tuple[Markup, Markup]:
             end = 1  # a wide character in a one-cell preview: show it anyway
         if end:
             row.append((attr, text[:end]))
-        rest: Markup = [(attr, text[end:])] if end < len(text) else []
+        rest: StyledRun = [(attr, text[end:])] if end < len(text) else []
         return row, rest + markup[index + 1:]
     return row, []

@@ -415,7 +415,7 @@ def wait_composer(tmux: Tmux, panes: Mapping[str, str], timeout: float,
 
 
 @dataclass(frozen=True)
-class Conversation:
+class ResumeTarget:
     """Which Claude conversation a slug had, and where it ran."""
 
     session_id: str
@@ -435,7 +435,7 @@ def latest_event(events: Iterable[HookEvent], slug: str) -> HookEvent | None:
 
 def conversation_of(slug: str, view_id: str | None, pane_path: str | None,
                     entry: registry.Entry | None, event: HookEvent | None,
-                    ) -> Conversation | None:
+                    ) -> ResumeTarget | None:
     """Pick the conversation to continue: the live board's id, else the newer of what the
     sessions file and the events file last said (the events win when cbos was not running
     to see a /clear). The path is where cbos started it, else the pane's or the event's."""
@@ -454,7 +454,7 @@ def conversation_of(slug: str, view_id: str | None, pane_path: str | None,
             or (cwd if isinstance(cwd, str) else ""))
     if not path:
         return None
-    return Conversation(session_id, path, entry.args if entry is not None else (),
+    return ResumeTarget(session_id, path, entry.args if entry is not None else (),
                         dict(entry.env) if entry is not None else {})
 
 
@@ -472,7 +472,7 @@ def _loaded(config: config_mod.Config, tmux: Tmux) -> tuple[Core, list[HookEvent
 
 
 def _conversation(config: config_mod.Config, core: Core, events: list[HookEvent],
-                  slug: str) -> Conversation:
+                  slug: str) -> ResumeTarget:
     live = core.board.sessions.get(slug)
     view = core.view(slug) if live is not None else None
     entry = registry.load(config).get(slug)

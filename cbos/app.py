@@ -24,7 +24,7 @@ import urwid
 from cbos import ui
 from cbos.config import Config
 from cbos.core import Gathered
-from cbos.engine import ACT, SCAN, Engine, Outcome, Starting
+from cbos.engine import ACT, SCAN, TICK, Engine, Outcome, Starting
 from cbos.errors import CbosError
 from cbos.logs import Chunk
 from cbos.model import Snapshot
@@ -33,7 +33,6 @@ from cbos.panes import Pane
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TICK = 1.0  # the engine's clock, and the ages on screen
 CAPTURE_INTERVAL = 1 / 30  # at most ~30 captures of the selected screen per second
 ALIVE_EVERY = 2.0  # with no session listed, how often to ask whether tmux is there at all
 MAX_PROJECTS = 5000
@@ -434,9 +433,9 @@ class App:
 
         roots = [Path.home()]
 
-        def work() -> list[ui.Project]:
+        def work() -> list[ui.PickerItem]:
             found = itertools.islice(projects.find(roots), MAX_PROJECTS)
-            return [ui.Project(p.slug, str(p.path)) for p in found]
+            return [ui.PickerItem(p.slug, str(p.path)) for p in found]
 
         def done(outcome: Outcome) -> None:
             if outcome.ok:

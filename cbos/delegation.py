@@ -50,6 +50,7 @@ STATUSES = ("done", "over_budget", "max_turns", "denied", "needs_permission", "t
 ON_PERMISSION = ("deny", "wait")
 DEFAULT_TIMEOUT = 1800.0
 RECORDS_NAME = "delegations.json"
+MAX_RECORDS = 1000  # delegations remembered for `continue`; the oldest go first
 MAX_SYSTEM_PROMPT = 10_000  # bytes: tmux carries the command line (~16 KB at most)
 
 # -- presets: cbos/presets.py (the CLI builds its parser from them without this module) --
@@ -282,7 +283,10 @@ def save_record(config: config_mod.Config, slug: str, record: Record) -> None:
                    0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _write_records(path, {**load_records(config), slug: record})
+        records = load_records(config)
+        records.pop(slug, None)  # re-added last: the file keeps the newest MAX_RECORDS
+        records[slug] = record
+        _write_records(path, dict(list(records.items())[-MAX_RECORDS:]))
     finally:
         os.close(lock)  # closing releases the lock
 

@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # imported where used: the TUI's first paint needs none of th
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+TICK = 1.0  # seconds between the engine's ticks: stall checks, and the ages on screen
 REFRESH_EVERY = 2.0  # one tmux listing + one process snapshot; tmux is not polled otherwise
 PIPE_CHECK_EVERY = 10.0
 SCREEN_GAP = 0.2  # seconds between two reads of one pane's screen (dialogs, notices)

@@ -20,6 +20,7 @@ callback; the loop thread never waits on ssh.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import itertools
@@ -305,6 +306,7 @@ class Remote:
         self.timeout = timeout
         self._pipe = _Pipe(config, host)
         self._messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._held: collections.deque[dict[str, Any]] = collections.deque()
         self._ids = itertools.count(1)
         threading.Thread(target=self._read, daemon=True,
                          name=f"cbos-remote-{host.name}").start()
@@ -350,6 +352,7 @@ class Remote:
         while True:
             message = self._next(max(0.1, deadline - time.monotonic()), f"the reply to {kind}")
             if message.get("id") != ident:
+                self._held.append(message)  # for events(): a stream chunk is not dropped
                 continue
             if message["type"] == "error":
                 raise CbosError(f"{self.host.name}: {message.get('message')}")
@@ -357,8 +360,16 @@ class Remote:
                 raise CbosError(f"{self.host.name}: {message.get('error')}")
             return message
 
+    def forget_streams(self, slug: str) -> None:
+        """Drop the held output of ``slug``: what a subscription since ended had sent."""
+        self._held = collections.deque(
+            m for m in self._held if not (m.get("type") == "stream"
+                                          and m.get("session") == slug))
+
     def events(self, timeout: float) -> dict[str, Any] | None:
         """The next message, or None if nothing came within ``timeout``."""
+        if self._held:
+            return self._held.popleft()
         try:
             message = self._messages.get(timeout=timeout)
         except queue.Empty:

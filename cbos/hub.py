@@ -35,14 +35,13 @@ from typing import Any
 from cbos import logs
 from cbos import protocol as pr
 from cbos import state as st
-from cbos.engine import Engine, Outcome
+from cbos.engine import TICK, Engine, Outcome
 from cbos.model import SessionView, Snapshot
 
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 8 << 20  # characters waiting in one client's outbox; more closes with 1008
 IN_FLIGHT = 32  # commands of one client handed to the loop and not yet answered
-TICK = 1.0  # seconds between the engine's ticks in a loop without a UI
 COMMAND_BUDGET = 256  # commands per wake-up, so the loop gets back to the UI
 OVERFLOW_REASON = "too slow: output queue overflowed; reconnect and resume with since"
 Reader = Callable[[int, int], tuple[bytes, int, bool]]  # (offset, limit) -> read_since

@@ -12,7 +12,7 @@ background task noted), and may re-date it. Nothing is announced on the first sn
 (cbos starting with sessions already waiting) or for a session seen for the first time.
 
 Flapping (:class:`Settle`): a session that leaves the state it was announced for and comes
-back to it within :data:`SETTLE_SECONDS` is not announced again: a state shown briefly,
+back to it within :data:`NOTIFY_SETTLE` is not announced again: a state shown briefly,
 then reverted (a stale dialog for a few milliseconds after an answer, a status-file blip
 that lasts until the next refresh, 2 s) is not news, and a person who answered or typed a
 moment ago is at the screen anyway. Notices are never delayed: the first goes out at once.
@@ -47,7 +47,7 @@ from cbos.tmux import Client
 log = logging.getLogger(__name__)
 
 NOTIFIED = (State.PERMISSION, State.WAITING)  # in the order notices are delivered
-SETTLE_SECONDS = 2.5
+NOTIFY_SETTLE = 2.5
 RELOAD_EVERY = 10.0
 MESSAGE_MS = 4000  # how long the tmux message stays (a key press clears it sooner)
 MAX_TEXT = 200
@@ -124,7 +124,7 @@ class Settle:
     """Drops the notice of a session that comes back, within ``seconds``, to the state it
     was announced for (a state shown briefly, then reverted). Loop thread only."""
 
-    seconds: float = SETTLE_SECONDS
+    seconds: float = NOTIFY_SETTLE
     # (slug, state announced) -> when the session left that state; None while it is in it
     _left: dict[tuple[str, State], float | None] = field(default_factory=dict)
 
@@ -227,7 +227,7 @@ class Notifier:
     """
 
     def __init__(self, tmux: TmuxLike, engine: EngineLike,
-                 settle: float = SETTLE_SECONDS) -> None:
+                 settle: float = NOTIFY_SETTLE) -> None:
         self._tmux = tmux
         self._engine = engine
         self._settle = Settle(settle)  # loop thread

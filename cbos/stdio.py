@@ -28,7 +28,7 @@ from cbos.tmux import Tmux
 
 log = logging.getLogger(__name__)
 
-QUEUE_LIMIT = 32 << 20  # characters waiting for the pipe; more ends the connection (resume)
+PIPE_QUEUE_LIMIT = 32 << 20  # characters waiting for the pipe; more ends the connection (resume)
 DRAIN_SECONDS = 10.0  # after stdin closes, how long requests in flight may take
 
 
@@ -37,7 +37,7 @@ class _StdioPeer(Peer):
 
     def __init__(self, out: IO[bytes], stop: threading.Event, stop_w: int,
                  on_overflow: Any) -> None:
-        super().__init__(QUEUE_LIMIT, 5.0, on_overflow)
+        super().__init__(PIPE_QUEUE_LIMIT, 5.0, on_overflow)
         self._out = out
         self._stop, self._stop_w = stop, stop_w
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # ansi is imported when the first screen comes: the first pai
     from cbos import ansi
     from cbos.dialog import Dialog
 
-SETTLE_SECONDS: Final = 1.0  # a sort key must hold this long before the list reorders
+REORDER_DELAY: Final = 1.0  # a sort key must hold this long before the list reorders
 WIDE: Final = 100  # from this many columns, the list and the preview sit side by side
 SortKey = tuple[bool, int, float, str]
 Markup = list[tuple[Hashable, str] | str]
@@ -202,7 +202,7 @@ class Placement:
 
 
 def settle(placements: Mapping[str, Placement], keys: Mapping[str, SortKey], now: float,
-           delay: float = SETTLE_SECONDS) -> tuple[dict[str, Placement], list[str], float | None]:
+           delay: float = REORDER_DELAY) -> tuple[dict[str, Placement], list[str], float | None]:
     """The list order, moving a session only once its new sort key has held ``delay`` s.
 
     New sessions take their place at once and ended ones leave at once; a changed state
@@ -545,7 +545,7 @@ class Preview(urwid.Widget):
         super().__init__()
         self.view: SessionView | None = None
         self.now = time.time()
-        self._lines: list[ansi.Markup] = []
+        self._lines: list[ansi.StyledRun] = []
         self._blank: list[bool] = []
         self.note = "no session selected"
 
@@ -907,7 +907,9 @@ class Prompt(urwid.WidgetWrap["urwid.LineBox[urwid.Filler[Any]]"]):
 
 
 @dataclass(frozen=True)
-class Project:
+class PickerItem:
+    """A project the picker offers: a slug and a directory (from cbos.projects)."""
+
     slug: str
     path: str
 
@@ -921,13 +923,13 @@ class Picker(urwid.Widget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.projects: list[Project] | None = None  # None: still looking
+        self.projects: list[PickerItem] | None = None  # None: still looking
         self.error = ""
         self.page = 0
         self.index = 0  # within the page
         self.page_size = 10
 
-    def set_projects(self, projects: Sequence[Project] | None, error: str = "") -> None:
+    def set_projects(self, projects: Sequence[PickerItem] | None, error: str = "") -> None:
         self.projects = None if projects is None else list(projects)
         self.error = error
         self.page = self.index = 0
@@ -938,12 +940,12 @@ class Picker(urwid.Widget):
         count = len(self.projects or ())
         return max(1, -(-count // self.page_size))
 
-    def _page_items(self) -> list[Project]:
+    def _page_items(self) -> list[PickerItem]:
         items = self.projects or []
         return items[self.page * self.page_size:(self.page + 1) * self.page_size]
 
     @property
-    def current(self) -> Project | None:
+    def current(self) -> PickerItem | None:
         items = self._page_items()
         return items[self.index] if 0 <= self.index < len(items) else None
 
@@ -1106,7 +1108,7 @@ class ControlRoom(urwid.WidgetWrap[urwid.Widget]):
     def set_ws(self, address: str | None) -> None:
         self.status.set_ws(address)
 
-    def set_projects(self, projects: Sequence[Project] | None, error: str = "") -> None:
+    def set_projects(self, projects: Sequence[PickerItem] | None, error: str = "") -> None:
         if self.picker is not None:
             self.picker.set_projects(projects, error)
 

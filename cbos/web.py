@@ -455,13 +455,13 @@ class WebServer:
         hosts = request.headers.get_all("Host")
         method = getattr(request, "method", "GET")  # websockets < 14 only parses GET
         if method not in ("GET", "HEAD"):
-            answer = page.Answer(405, [*page.security_headers("localhost"),
+            answer = page.HttpReply(405, [*page.security_headers("localhost"),
                                        ("Allow", "GET, HEAD")],
                                  b"only GET is served here: the page is read-only\n")
         elif len(hosts) != 1:
             answer = page.respond("", "", "")
         elif not self.allow_remote and not loopback_host(hosts[0]):
-            answer = page.Answer(403, page.security_headers("localhost"),
+            answer = page.HttpReply(403, page.security_headers("localhost"),
                                  b"the Host header must name this machine's loopback "
                                  b"(localhost, 127.0.0.1 or [::1])\n")
         else:

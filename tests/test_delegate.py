@@ -260,3 +260,13 @@ def test_review_takes_back_the_git_options_that_write_or_run() -> None:
     assert verdict("git show HEAD --ext-diff") == "deny"
     assert verdict("rm -rf /") == "ask"
     assert "--output" in " ".join(review.args())
+
+
+def test_the_records_file_keeps_the_newest_delegations(
+        private_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delegation, "MAX_RECORDS", 3)
+    config = config_mod.load()
+    for slug in ("A", "B", "C", "A", "D"):  # A again: it becomes the newest
+        delegation.save_record(config, slug, delegation.Record(
+            "edit", delegation.Limits(max_turns=len(slug)), f"/p/{slug}"))
+    assert list(delegation.load_records(config)) == ["C", "A", "D"]

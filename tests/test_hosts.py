@@ -34,7 +34,7 @@ from cbos.state import State
 from cbos.tmux import Tmux
 from tests.conftest import CliResult
 from tests.sshd import SshWorld
-from tests.support import wait_until
+from tests.support import NumberedLines, wait_until
 
 Cli = Callable[..., CliResult]
 
@@ -603,3 +603,61 @@ def test_websocket_clients_see_and_drive_remote_sessions(
         loop.join(10)
         server.shutdown()
         engine.close()
+
+
+def _spawn_tail(*words: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "cbos", "tail", *words],
+                            stdout=subprocess.PIPE, env=os.environ.copy())
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    return proc
+
+
+def test_remote_tail_follows_raw_with_no_gap_and_rendered_as_text(
+        world: SshWorld, cli: Cli, fake_claude: Path, quiet_fake: Path, tmux: Tmux) -> None:
+    world.add("box1")
+    remote_session(world, "box1", "FOL")
+    configure(world, ["box1"])
+    log = remote_log(world, "box1", "FOL")
+    wait_until(log.exists, timeout=20, message="the remote log")
+    out = bytearray()
+    with NumberedLines(log) as lines:
+        proc = _spawn_tail("box1:FOL", "-f", "--raw", "--lines", "3")
+
+        def numbers() -> list[int]:
+            out.extend(proc.stdout.read() or b"")  # type: ignore[union-attr]
+            return lines.numbers(bytes(out))
+        try:
+            wait_until(lambda: len(numbers()) > 500, timeout=60, message="500 lines followed")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    seen = NumberedLines.numbers(bytes(out))
+    assert seen[0] >= 20  # the backlog is the last 3 lines only, then every line once
+    NumberedLines.assert_whole(seen)
+
+    # Rendered: what the screen shows, as text, the new lines as they come.
+    shown_last: list[CliResult] = []
+
+    def composer() -> bool:
+        shown_last[:] = [cli("buffer", "box1:FOL")]
+        return "❯" in shown_last[0].out
+    try:
+        wait_until(composer, timeout=30, message="the remote composer")
+    except AssertionError:
+        raise AssertionError(f"no composer: {shown_last}") from None
+    proc = _spawn_tail("box1:FOL", "-f")
+    shown = bytearray()
+
+    def text() -> str:
+        shown.extend(proc.stdout.read() or b"")  # type: ignore[union-attr]
+        return shown.decode("utf-8", "replace")
+    try:
+        wait_until(lambda: "❯" in text(), timeout=30, message="the first screen")
+        assert cli("send", "box1:FOL", "SAY rendered over ssh").code == 0
+        wait_until(lambda: "rendered over ssh" in text(), timeout=30,
+                   message="the reply, rendered")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert "\x1b" not in text()  # text, not the raw stream (stdout is not a terminal)

@@ -279,7 +279,7 @@ def test_state_change_shows_at_once_and_reorders_a_second_later() -> None:
     text = joined(r.room)
     assert "⚠ B" in text and "asks to use Bash" in text  # the row changed at once
     assert r.room.sessions.order == ["A", "B"]  # ... the order did not
-    assert due == pytest.approx(NOW + ui.SETTLE_SECONDS)
+    assert due == pytest.approx(NOW + ui.REORDER_DELAY)
     assert r.room.settle(NOW + 0.5) is not None and r.room.sessions.order == ["A", "B"]
     assert r.room.settle(NOW + 1.0) is None
     assert r.room.sessions.order == ["B", "A"]
@@ -372,7 +372,7 @@ def test_project_picker_pages_and_picks() -> None:
     r = make_room(view("A"))
     assert r.press("c") == [ui.FindProjects()]
     assert "looking for directories with a CLAUDE.md" in joined(r.room)
-    r.room.set_projects([ui.Project(f"P{i:02d}", f"/srv/p/{i:02d}") for i in range(25)])
+    r.room.set_projects([ui.PickerItem(f"P{i:02d}", f"/srv/p/{i:02d}") for i in range(25)])
     text = joined(r.room, (100, 20))  # 20 rows: pages of 14 (the overlay is 18 high)
     assert "page 1/2" in text and "P00" in text and "P13" in text and "P14" not in text
     r.press("n", size=(100, 20))
@@ -651,7 +651,7 @@ def test_a_reorder_waits_a_second_in_the_running_loop(harness: Harness) -> None:
         assert h.app.room.sessions.order == ["A", "B"] and "⚠ B" in h.screen.text
         wait_until(lambda: (h.step(), h.app.room.sessions.order == ["B", "A"])[1],
                    timeout=3, message="the settle alarm reorders")
-        assert time.time() - now >= ui.SETTLE_SECONDS - 0.05
+        assert time.time() - now >= ui.REORDER_DELAY - 0.05
         assert h.app.room.selected is not None and h.app.room.selected.slug == "B"
         assert h.screen.text.splitlines()[1].startswith("⚠ B")
     finally:

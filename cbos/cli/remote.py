@@ -20,6 +20,7 @@ from cbos.cli.context import Context, Remotes
 from cbos.errors import CbosError, UsageError
 
 if TYPE_CHECKING:
+    from cbos import hosts
     from cbos.cli.context import Subparsers
     from cbos.config import HostConfig
 
@@ -92,34 +93,101 @@ def buffer(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def tail(args: argparse.Namespace, ctx: Context) -> int:
-    """The screen (or raw output), then with -f the live output as it comes."""
+    """As `cbos tail` for a local session: the end of the output (raw) or the screen,
+    then with -f what comes, with no gap and no repeat between the two."""
     with Remotes(ctx) as remotes:
         remote, slug = remotes.remote(args.slug)
-        if args.raw:
-            data = str(remote.ask("get_buffer", session=slug)["data"])
-            data = "".join(data.splitlines(keepends=True)[-args.lines:])
-        else:
-            screen = str(remote.ask("get_screen", session=slug)["data"])
-            if not sys.stdout.isatty():
-                screen = _SGR.sub("", screen)
-            data = "\n".join(screen.rstrip("\n").splitlines()[-args.lines:]) + "\n"
+        if not args.follow:
+            if args.raw:
+                data = str(remote.ask("get_buffer", session=slug)["data"])
+                sys.stdout.write("".join(data.splitlines(keepends=True)[-args.lines:]))
+            else:
+                sys.stdout.write(_screen_lines(remote, slug, args.lines))
+            sys.stdout.flush()
+            return 0
+        try:
+            if args.raw:
+                _follow_raw(remote, slug, args.lines)
+            else:
+                _follow_rendered(remote, slug, args.lines)
+        except KeyboardInterrupt:
+            pass  # Ctrl+C is how `tail -f` ends
+        return 0
+
+
+def _screen(remote: hosts.Remote, slug: str) -> list[str]:
+    """The session's screen as rows (colours kept only for a terminal)."""
+    screen = str(remote.ask("get_screen", session=slug)["data"])
+    if not sys.stdout.isatty():
+        screen = _SGR.sub("", screen)
+    return screen.rstrip("\n").splitlines()
+
+
+def _screen_lines(remote: hosts.Remote, slug: str, lines: int) -> str:
+    return "\n".join(_screen(remote, slug)[-lines:]) + "\n"
+
+
+def _follow_raw(remote: hosts.Remote, slug: str, lines: int) -> None:
+    """The last lines, then every byte after them. The host replays from an offset and
+    goes live where the replay ends (subscribe with ``since``): a first subscribe tells
+    where the output ends now, so the replay is the last SHOWN_BYTES, not the whole log."""
+    from cbos.follow import SHOWN_BYTES
+
+    end = int(remote.ask("subscribe", sessions=[slug])["offsets"][slug])
+    remote.ask("unsubscribe", sessions=[slug])
+    start = max(0, end - SHOWN_BYTES)
+    live_from = int(remote.ask("subscribe", sessions=[slug], since={slug: start})
+                    ["offsets"][slug])
+    # What the first subscription sent until it ended came before this reply; the replay
+    # and the live stream come after it and cover all of that again.
+    remote.forget_streams(slug)
+    backlog: list[str] = []
+    replaying = start < live_from
+    while (message := _next_stream(remote, slug)) is not None:
+        data = str(message.get("data", ""))
+        if replaying:
+            backlog.append(data)
+            if int(message.get("offset", live_from)) < live_from:
+                continue
+            replaying = False
+            text = "".join(backlog)
+            if start > 0:
+                text = text.partition("\n")[2]  # the window's start cut the first line
+            data = "".join(text.splitlines(keepends=True)[-lines:])
         sys.stdout.write(data)
         sys.stdout.flush()
-        if not args.follow:
-            return 0
-        remote.ask("subscribe", timeout=60, sessions=[slug])
-        try:
-            while True:
-                message = remote.events(3600)
-                if message is None:
-                    continue
-                if message.get("type") == "stream" and message.get("session") == slug:
-                    sys.stdout.write(str(message.get("data", "")))
-                    sys.stdout.flush()
-                elif message.get("type") == "session_deleted" and message.get("slug") == slug:
-                    return 0
-        except KeyboardInterrupt:
-            return 0
+
+
+def _follow_rendered(remote: hosts.Remote, slug: str, lines: int) -> None:
+    """The screen, then the lines that change on it, re-read when the session's output
+    moves (at most ten times a second), as local `tail -f` does."""
+    from cbos.follow import MIN_INTERVAL, new_lines
+
+    remote.ask("subscribe", sessions=[slug])  # first: output after the screen wakes us
+    previous = _screen(remote, slug)
+    print("\n".join(previous[-lines:]), flush=True)
+    last = time.monotonic()
+    while _next_stream(remote, slug) is not None:
+        wait = MIN_INTERVAL - (time.monotonic() - last)
+        if wait > 0:
+            time.sleep(wait)  # (a one-shot command: nothing else waits on this thread)
+        current = _screen(remote, slug)
+        last = time.monotonic()
+        for line in new_lines(previous, current):
+            print(line, flush=True)
+        previous = current
+
+
+def _next_stream(remote: hosts.Remote, slug: str) -> dict[str, Any] | None:
+    """The session's next output message; None once the session is gone."""
+    while True:
+        message = remote.events(3600)
+        if message is None:
+            continue
+        if message.get("type") == "stream" and message.get("session") == slug:
+            return message
+        if message.get("type") == "session_deleted" and message.get("slug") == slug:
+            return None
 
 
 def wait(args: argparse.Namespace, ctx: Context, wanted: set[str]) -> int:

@@ -37,7 +37,7 @@ class Asset:
 
 
 @dataclass(frozen=True)
-class Answer:
+class HttpReply:
     """An HTTP response, before it becomes the server library's object."""
 
     status: int
@@ -79,7 +79,7 @@ def security_headers(host: str) -> list[tuple[str, str]]:
 
 
 def respond(path: str, host: str, accept_encoding: str = "", if_none_match: str = ""
-            ) -> Answer:
+            ) -> HttpReply:
     """The answer to ``GET path`` (query string ignored) arriving with Host ``host``."""
     if not safe_host(host):
         return _text(400, "the Host header is not a host name or address", "localhost")
@@ -90,12 +90,12 @@ def respond(path: str, host: str, accept_encoding: str = "", if_none_match: str 
                ("Cache-Control", "no-cache"), ("ETag", asset.etag),
                ("Vary", "Accept-Encoding")]
     if asset.etag in (tag.strip() for tag in if_none_match.split(",")):
-        return Answer(304, headers, b"")
+        return HttpReply(304, headers, b"")
     body = asset.body
     if _accepts_gzip(accept_encoding):
         body = asset.gzipped
         headers.append(("Content-Encoding", "gzip"))
-    return Answer(200, headers, body)
+    return HttpReply(200, headers, body)
 
 
 def _accepts_gzip(header: str) -> bool:
@@ -113,8 +113,8 @@ def _accepts_gzip(header: str) -> bool:
     return False
 
 
-def _text(status: int, text: str, host: str) -> Answer:
-    return Answer(status, [*security_headers(host),
+def _text(status: int, text: str, host: str) -> HttpReply:
+    return HttpReply(status, [*security_headers(host),
                            ("Content-Type", "text/plain; charset=utf-8"),
                            ("Cache-Control", "no-store")], (text + "\n").encode())
 
