@@ -114,19 +114,21 @@ class Engine:
         self._status_lock = threading.Lock()
         # Other machines ([[hosts]]; none for `serve --stdio`): their sessions join this
         # board's snapshots as HOST:SLUG, their output the output listeners.
+        others = config.hosts if hosts is None else hosts
         self.links: dict[str, HostLink] = {}
-        if config.hosts if hosts is None else hosts:
+        if others:
             from cbos.hosts import HostLink
 
             self.links = {h.name: HostLink(config, h, self._host_wake, config.max_buffer_size)
-                          for h in (config.hosts if hosts is None else hosts)}
+                          for h in others}
         self._host_drain_due = False
         self._host_lock = threading.Lock()
         self._compose_key: tuple[int, ...] = ()
         self._compose_version = 0
-        # Worker jobs waiting for release() (see start); the notifier, once started.
+        # Worker jobs waiting for release() (see start); what release() has left to do.
         self._held: list[tuple[Callable[[], Any], Callable[[Outcome], None] | None,
                                str]] | None = None
+        self._first_reads = False  # the first look for dialogs and notices
         self._notifying = False
 
     # -- wiring ---------------------------------------------------------------------------
@@ -157,6 +159,7 @@ class Engine:
         took it.
         """
         self._held = [] if hold else None
+        self._first_reads = True
         for link in self.links.values():
             link.start()  # connects on its own threads; the first paint does not wait
         if gathered is None:
@@ -173,7 +176,8 @@ class Engine:
         """The rest of :meth:`start`: the logs followed, the first screen reads, the
         notifier, and the work held by ``start(hold=True)`` handed to the workers."""
         self.tail.adopt()
-        if self._held is not None:
+        if self._first_reads:
+            self._first_reads = False
             self.refresh_dialogs()
             self._look_at_new_sessions()
         held, self._held = self._held or [], None

@@ -31,13 +31,15 @@ def run_tui(args: argparse.Namespace, ctx: Context) -> int:
         starting = Starting(ctx.config)  # tmux and /proc are read while urwid imports
         try:
             from cbos import app
+
+            ws = None
+            if args.ws:
+                ws = app.WsOptions(ctx.config.api_host, ctx.config.api_port,
+                                   args.allow_remote, tuple(args.allow_origin or ()),
+                                   page=args.web)
         except BaseException:
             starting.close()
             raise
-        ws = None
-        if args.ws:
-            ws = app.WsOptions(ctx.config.api_host, ctx.config.api_port, args.allow_remote,
-                               tuple(args.allow_origin or ()), page=args.web)
         return app.run(ctx.config, popup=args.popup, ws=ws, starting=starting)
     finally:
         gc.enable()
