@@ -62,7 +62,7 @@ _SPINNER = re.compile(r"^[\s✻✽✶✳✢·*⏺]*\S*…")
 
 
 _LINE_END = re.compile(r"[\r\n]")
-ACTIVITY_PIECE = 4096  # characters looked at per step; most output answers in the first
+ACTIVITY_PIECE = 512  # characters looked at first; each later piece is twice as long
 
 
 def is_activity(text: str) -> bool:
@@ -72,14 +72,14 @@ def is_activity(text: str) -> bool:
     answered at the first line that is activity: a pane printing without pause hands over
     256 KB a round, and cleaning all of it cost the loop thread ~4 ms a round.
     """
-    start = 0
+    start, piece = 0, ACTIVITY_PIECE
     while start < len(text):
-        cut = _LINE_END.search(text, start + ACTIVITY_PIECE)
+        cut = _LINE_END.search(text, start + piece)
         end = cut.end() if cut else len(text)
         for line in _LINE_END.split(_ESCAPES.sub("\n", text[start:end])):
             if line.strip() and not _SPINNER.match(line):
                 return True
-        start = end
+        start, piece = end, piece * 2
     return False
 
 
