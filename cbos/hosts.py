@@ -360,6 +360,12 @@ class Remote:
                 raise CbosError(f"{self.host.name}: {message.get('error')}")
             return message
 
+    def forget_streams(self, slug: str) -> None:
+        """Drop the held output of ``slug``: what a subscription since ended had sent."""
+        self._held = collections.deque(
+            m for m in self._held if not (m.get("type") == "stream"
+                                          and m.get("session") == slug))
+
     def events(self, timeout: float) -> dict[str, Any] | None:
         """The next message, or None if nothing came within ``timeout``."""
         if self._held:

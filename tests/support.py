@@ -5,7 +5,9 @@ standing in for the engine's loop."""
 from __future__ import annotations
 
 import json
+import re
 import select
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,3 +91,42 @@ def pump(engine: Any, condition: Callable[[], Any], timeout: float, message: str
         if time.monotonic() - last_tick >= 1.0:
             engine.tick()
             last_tick = time.monotonic()
+
+
+class NumberedLines:
+    """A thread appending ``line NNNNNN`` to a file every millisecond, for tests that start a
+    follower while output is arriving: ``numbers(out)`` reads back what the follower
+    printed, and ``assert_whole(numbers)`` checks that each line came once, in order."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.written = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._write)
+
+    def _write(self) -> None:
+        with open(self.path, "ab", buffering=0) as f:
+            while not self._stop.is_set():
+                f.write(b"line %06d\n" % self.written)
+                self.written += 1
+                self._stop.wait(0.001)
+
+    def __enter__(self) -> NumberedLines:
+        self._thread.start()
+        wait_until(lambda: self.written > 20, message="the writer runs")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @staticmethod
+    def numbers(out: bytes) -> list[int]:
+        return [int(n) for n in re.findall(rb"line (\d{6})\n", out)]
+
+    @staticmethod
+    def assert_whole(numbers: list[int]) -> None:
+        assert len(numbers) >= 3
+        missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
+        assert not missing, f"lines lost between the backlog and the live tail: {missing[:10]}"
+        assert numbers == sorted(set(numbers)), "a line printed twice"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ import pytest
 from cbos import follow
 from cbos.config import Config, ensure_dirs, touch_private
 from cbos.tmux import SLUG_OPTION, Tmux
-from tests.support import wait_until
+from tests.support import NumberedLines, wait_until
 
 
 @pytest.fixture
@@ -35,43 +34,23 @@ def pane(tmux: Tmux, config: Config) -> Iterator[str]:
 
 def test_raw_follow_loses_nothing_written_while_it_starts(
         pane: str, config: Config, tmux: Tmux) -> None:
-    log = config.log_path("FOL")
-    stop = threading.Event()
-    written = [0]
-
-    def write() -> None:  # a line every millisecond, through the whole start-up
-        with open(log, "ab", buffering=0) as f:
-            while not stop.is_set():
-                f.write(b"line %06d\n" % written[0])
-                written[0] += 1
-                stop.wait(0.001)
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    wait_until(lambda: written[0] > 20, message="the writer runs")
-    proc = subprocess.Popen([sys.executable, "-m", "cbos", "tail", "FOL", "-f", "--raw",
-                             "--lines", "3"], stdout=subprocess.PIPE, env=os.environ.copy())
-    assert proc.stdout is not None
-    os.set_blocking(proc.stdout.fileno(), False)
     out = bytearray()
+    with NumberedLines(config.log_path("FOL")) as lines:
+        proc = subprocess.Popen([sys.executable, "-m", "cbos", "tail", "FOL", "-f", "--raw",
+                                 "--lines", "3"], stdout=subprocess.PIPE, env=os.environ.copy())
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
 
-    def enough() -> bool:
-        out.extend(proc.stdout.read() or b"")  # type: ignore[union-attr]
-        numbers = [int(n) for n in re.findall(rb"line (\d{6})\n", bytes(out))]
-        return len(numbers) > 300
+        def enough() -> bool:
+            out.extend(proc.stdout.read() or b"")  # type: ignore[union-attr]
+            return len(lines.numbers(bytes(out))) > 300
 
-    try:
-        wait_until(enough, timeout=30, message="300 lines followed")
-    finally:
-        stop.set()
-        writer.join()
-        proc.terminate()
-        proc.wait(timeout=10)
-    numbers = [int(n) for n in re.findall(rb"line (\d{6})\n", bytes(out))]
-    assert len(numbers) >= 3
-    missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
-    assert not missing, f"lines lost between the backlog and the live tail: {missing[:10]}"
-    assert numbers == sorted(set(numbers)), "a line printed twice"
+        try:
+            wait_until(enough, timeout=30, message="300 lines followed")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    NumberedLines.assert_whole(NumberedLines.numbers(bytes(out)))
 
 
 class PrintsAfterCapture(Tmux):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shlex
 import socket
 import subprocess
@@ -35,7 +34,7 @@ from cbos.state import State
 from cbos.tmux import Tmux
 from tests.conftest import CliResult
 from tests.sshd import SshWorld
-from tests.support import wait_until
+from tests.support import NumberedLines, wait_until
 
 Cli = Callable[..., CliResult]
 
@@ -621,42 +620,32 @@ def test_remote_tail_follows_raw_with_no_gap_and_rendered_as_text(
     configure(world, ["box1"])
     log = remote_log(world, "box1", "FOL")
     wait_until(log.exists, timeout=20, message="the remote log")
-    stop = threading.Event()
-    written = [0]
-
-    def write() -> None:  # a line every millisecond, through the whole start-up
-        with open(log, "ab", buffering=0) as f:
-            while not stop.is_set():
-                f.write(b"line %06d\n" % written[0])
-                written[0] += 1
-                stop.wait(0.001)
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    wait_until(lambda: written[0] > 20, message="the writer runs")
-    proc = _spawn_tail("box1:FOL", "-f", "--raw", "--lines", "3")
     out = bytearray()
+    with NumberedLines(log) as lines:
+        proc = _spawn_tail("box1:FOL", "-f", "--raw", "--lines", "3")
 
-    def numbers() -> list[int]:
-        out.extend(proc.stdout.read() or b"")  # type: ignore[union-attr]
-        return [int(n) for n in re.findall(rb"line (\d{6})\n", bytes(out))]
-    try:
-        wait_until(lambda: len(numbers()) > 500, timeout=60, message="500 lines followed")
-    finally:
-        stop.set()
-        writer.join()
-        proc.terminate()
-        proc.wait(timeout=10)
-    seen = numbers()
-    # The backlog is the last 3 lines only, then every line once, in order.
-    assert seen[0] > 20 - 1 and seen[0] <= seen[-1]
-    missing = sorted(set(range(seen[0], seen[-1] + 1)) - set(seen))
-    assert not missing, f"lines lost between the backlog and the live tail: {missing[:10]}"
-    assert seen == sorted(set(seen)), "a line printed twice"
+        def numbers() -> list[int]:
+            out.extend(proc.stdout.read() or b"")  # type: ignore[union-attr]
+            return lines.numbers(bytes(out))
+        try:
+            wait_until(lambda: len(numbers()) > 500, timeout=60, message="500 lines followed")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    seen = NumberedLines.numbers(bytes(out))
+    assert seen[0] >= 20  # the backlog is the last 3 lines only, then every line once
+    NumberedLines.assert_whole(seen)
 
     # Rendered: what the screen shows, as text, the new lines as they come.
-    wait_until(lambda: "❯" in cli("buffer", "box1:FOL").out, timeout=30,
-               message="the remote composer")
+    shown_last: list[CliResult] = []
+
+    def composer() -> bool:
+        shown_last[:] = [cli("buffer", "box1:FOL")]
+        return "❯" in shown_last[0].out
+    try:
+        wait_until(composer, timeout=30, message="the remote composer")
+    except AssertionError:
+        raise AssertionError(f"no composer: {shown_last}") from None
     proc = _spawn_tail("box1:FOL", "-f")
     shown = bytearray()
 

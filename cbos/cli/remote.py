@@ -138,6 +138,9 @@ def _follow_raw(remote: hosts.Remote, slug: str, lines: int) -> None:
     start = max(0, end - SHOWN_BYTES)
     live_from = int(remote.ask("subscribe", sessions=[slug], since={slug: start})
                     ["offsets"][slug])
+    # What the first subscription sent until it ended came before this reply; the replay
+    # and the live stream come after it and cover all of that again.
+    remote.forget_streams(slug)
     backlog: list[str] = []
     replaying = start < live_from
     while (message := _next_stream(remote, slug)) is not None:

@@ -35,6 +35,10 @@ def install_fake_claude(bin_dir: Path) -> Path:
     shim.write_text(
         f"#!{bash}\n"
         "# Fake Claude Code for cbos tests (tests/fakeclaude/main.py).\n"
+        # Python finds its own files from argv[0], searching PATH for "claude" when it has
+        # no slash: the shim's directory goes first, or a real claude installed in /usr/bin
+        # would make this interpreter take /usr/lib/python3.11 for its standard library.
+        f"PATH={shlex.quote(str(bin_dir))}:$PATH\n"
         f'exec -a claude {shlex.quote(sys.executable)} {shlex.quote(str(FAKE_CLAUDE))} "$@"\n',
         encoding="utf-8",
     )
