@@ -10,6 +10,7 @@ tmux, which has the terminal to itself while the TUI is paused.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 import logging
 import sys
@@ -22,7 +23,8 @@ import urwid
 
 from cbos import ui
 from cbos.config import Config
-from cbos.engine import ACT, SCAN, TICK, Engine, Outcome
+from cbos.core import Gathered
+from cbos.engine import ACT, SCAN, TICK, Engine, Outcome, Starting
 from cbos.errors import CbosError
 from cbos.logs import Chunk
 from cbos.model import Snapshot
@@ -162,15 +164,20 @@ class App:
 
     # -- running --------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, gathered: Gathered | None = None) -> None:
         """Read the board (synchronously: the first paint shows every session), then hook
-        the engine's fds and clock into the loop and start the screen."""
+        the engine's fds and clock into the loop and start the screen. ``gathered``: the
+        first refresh's reading, if it was taken already (see :class:`Starting`)."""
         for fd in self.engine.fds():
             self.loop.watch_file(fd, self.guard(lambda fd=fd: self.readable(fd)))
-        self.engine.start()
+        self.engine.start(hold=True, gathered=gathered)
         self.loop.start()
         self._started = True
         self.loop.draw_screen()  # the first paint, now: everything after can wait a moment
+        if not gc.isenabled():  # `cbos` turned the collector off for the start-up
+            gc.freeze()  # what start-up made lives as long as the TUI: never scan it again
+            gc.enable()
+        self.engine.release()
         self._no_intr()
         self._warn_credentials()
         self.alarm(TICK, self.tick)
@@ -202,9 +209,9 @@ class App:
         if warning:
             self.room.error(warning)
 
-    def run(self, ws: WsOptions | None = None) -> int:
+    def run(self, ws: WsOptions | None = None, gathered: Gathered | None = None) -> int:
         """Start, run until ``q``, stop; with ``ws``, the WebSocket server runs too."""
-        self.start()
+        self.start(gathered)
         try:
             if ws is not None:
                 self.start_ws(ws)
@@ -562,20 +569,24 @@ class App:
             self.room.notice(said)
 
 
-def run(config: Config, popup: bool = False, ws: WsOptions | None = None) -> int:
+def run(config: Config, popup: bool = False, ws: WsOptions | None = None,
+        starting: Starting | None = None) -> int:
     """The control room, until ``q``; in a tmux popup with ``popup``, and with the
-    WebSocket server beside it when ``ws`` says where."""
+    WebSocket server beside it when ``ws`` says where. ``starting``: the engine, begun
+    while this module imported."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        if starting is not None:
+            starting.close()
         raise CbosError("the control room needs a terminal; for scripts use `cbos ls`, "
                         "`cbos send` and friends")
     logs_off_the_terminal()
-    engine = Engine(config)
+    engine, gathered = starting.result() if starting is not None else (Engine(config), None)
     try:
         app = App(engine, popup=popup)
     except BaseException:
         engine.close()
         raise
-    return app.run(ws)
+    return app.run(ws, gathered)
 
 
 def logs_off_the_terminal() -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cbos import registry, sessions
+from cbos import sessions
 from cbos import state as st
 from cbos.config import Config
 from cbos.errors import RefusedError, TmuxError
@@ -143,6 +143,8 @@ class Core:
         self.board.outside = {o.slug: o for o in gathered.outside
                               if o.slug not in self.board.sessions}
         if remember:
+            from cbos import registry  # (tempfile, shutil: not on the TUI's way to its first paint)
+
             registry.remember(self.config, self.board.conversations())
 
     def read_dialogs(self, only: Sequence[str] | None = None) -> None:
@@ -266,7 +268,7 @@ class Core:
 
         The session's path, arguments and environment are remembered for `cbos resume`.
         """
-        from cbos import hooks
+        from cbos import hooks, registry
 
         args = list(extra_args)
         if not hooks.installed_globally(self.config):

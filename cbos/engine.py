@@ -26,19 +26,20 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from cbos import logs, registry, statusline
-from cbos import protocol as pr
+from cbos import logs, statusline
 from cbos import state as st
 from cbos.config import Config, HostConfig
 from cbos.core import Core, Gathered, may_show_blocker
 from cbos.errors import CbosError, RefusedError
 from cbos.events import Events
-from cbos.hosts import HostLink
 from cbos.model import SessionView, Snapshot, stale
 from cbos.panes import PaneSession
 from cbos.tmux import Tmux
+
+if TYPE_CHECKING:  # imported where used: the TUI's first paint needs none of them
+    from cbos.hosts import HostLink
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,7 +102,7 @@ class Engine:
         self.core = Core(config, tmux)
         self.tail = logs.Tail(config.stream_dir, max_buffer=config.max_buffer_size,
                               max_file_bytes=config.log_max_bytes, rearm=self._rearm,
-                              read_budget=READ_ROUND)
+                              read_budget=READ_ROUND, adopt_later=True)
         self.events = Events(config)
         self._lanes = {lane: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cbos-{lane}")
                        for lane in (ACT, SCREEN, LOOK, SCAN)}
@@ -128,12 +129,22 @@ class Engine:
         self._status_lock = threading.Lock()
         # Other machines ([[hosts]]; none for `serve --stdio`): their sessions join this
         # board's snapshots as HOST:SLUG, their output the output listeners.
-        self.links = {h.name: HostLink(config, h, self._host_wake, config.max_buffer_size)
-                      for h in (config.hosts if hosts is None else hosts)}
+        others = config.hosts if hosts is None else hosts
+        self.links: dict[str, HostLink] = {}
+        if others:
+            from cbos.hosts import HostLink
+
+            self.links = {h.name: HostLink(config, h, self._host_wake, config.max_buffer_size)
+                          for h in others}
         self._host_drain_due = False
         self._host_lock = threading.Lock()
         self._compose_key: tuple[int, ...] = ()
         self._compose_version = 0
+        # Worker jobs waiting for release() (see start); what release() has left to do.
+        self._held: list[tuple[Callable[[], Any], Callable[[Outcome], None] | None,
+                               str]] | None = None
+        self._first_reads = False  # the first look for dialogs and notices
+        self._notifying = False
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -154,25 +165,50 @@ class Engine:
         except Exception as exc:  # a bug must not take the loop down: log it, say it
             self.report(exc)
 
-    def start(self) -> None:
+    def start(self, hold: bool = False, gathered: Gathered | None = None) -> None:
         """Apply events written while no cbos ran, then the first refresh (synchronous:
-        the first paint should already show every session)."""
-        if self._notify:
-            # Transitions into permission/waiting become tmux messages, bells and desktop
-            # notifications; sessions already waiting at start are not announced.
-            from cbos.notify import Notifier
+        the first paint should already show every session).
 
-            Notifier(self.core.tmux, self).start()
+        With ``hold``, the workers' first jobs (the status line, the registry), the
+        screen reads for dialogs and the notifier wait for :meth:`release`: the TUI calls
+        it once its first frame is drawn, a frame they would otherwise share the CPU
+        with (each look at the board for screens to read costs a snapshot: ~3 ms at 100
+        sessions). ``gathered`` is that first refresh's reading, when :class:`Starting`
+        took it.
+        """
+        self._held = [] if hold else None
+        self._first_reads = True
         for link in self.links.values():
             link.start()  # connects on its own threads; the first paint does not wait
-        gathered = self.core.gather()  # status files before events: see Core.load
+        if gathered is None:
+            gathered = self.core.gather()  # status files before events: see Core.load
         self.core.board.apply_events(self.events.backlog())
         self.core.apply(gathered, remember=False)
         self.remember()
         self._last_refresh = time.monotonic()
-        self.refresh_dialogs()
-        self._look_at_new_sessions()
         self.publish()
+        if not hold:
+            self.release()
+
+    def release(self) -> None:
+        """The rest of :meth:`start`: the logs followed, the first screen reads, the
+        notifier, and the work held by ``start(hold=True)`` handed to the workers."""
+        self.tail.adopt()
+        if self._first_reads:
+            self._first_reads = False
+            self.refresh_dialogs()
+            self._look_at_new_sessions()
+        held, self._held = self._held or [], None
+        if self._notify and not self._notifying:
+            # Transitions into permission/waiting become tmux messages, bells and desktop
+            # notifications; sessions already waiting at start are not announced (the
+            # first snapshot it sees is where it starts from).
+            from cbos.notify import Notifier
+
+            self._notifying = True
+            Notifier(self.core.tmux, self).start()
+        for work, done, lane in held:
+            self.run(work, done, lane)
 
     def _look_at_new_sessions(self) -> None:
         """Read once the screen of every session seen for the first time that may show a
@@ -225,7 +261,8 @@ class Engine:
     def run(self, work: Callable[[], T], done: Callable[[Outcome], None] | None = None,
             lane: str = LOOK) -> None:
         """Run ``work`` on the ``lane``'s worker; call ``done`` with its Outcome on this
-        thread. Work on one lane runs in order; lanes do not wait for each other."""
+        thread. Work on one lane runs in order; lanes do not wait for each other. Between
+        ``start(hold=True)`` and :meth:`release`, work waits its turn in a list."""
         def finished(future: Future[T]) -> None:
             if future.cancelled() or self._closed:
                 return  # the engine is closing: nobody is left to hear the outcome
@@ -242,6 +279,9 @@ class Engine:
                 with contextlib.suppress(OSError):
                     os.write(self._wake_w, b"x")
 
+        if self._held is not None:
+            self._held.append((work, done, lane))
+            return
         self._lanes[lane].submit(work).add_done_callback(finished)
 
     def _run_done(self) -> None:
@@ -341,7 +381,12 @@ class Engine:
         LOOK lane, from what the board says now)."""
         config, seen = self.config, self.core.board.conversations()
         if seen:
-            self.run(lambda: registry.remember(config, seen))
+            def write() -> None:
+                from cbos import registry  # on the worker: not an import the first paint pays
+
+                registry.remember(config, seen)
+
+            self.run(write)
 
     def _check_pipes(self, gathered: Gathered) -> None:
         # Only pipes cbos armed (and marked): a pipe set up by anyone else is not ours to
@@ -682,6 +727,8 @@ class Engine:
             fields: dict[str, Any] = {"path": path}
             if slug:
                 fields["slug"] = slug
+            from cbos import protocol as pr
+
             self._remote(name, "create_session", done,
                          lambda reply: pr.view_from_json(reply["session"], host), **fields)
             return
@@ -703,3 +750,44 @@ class Engine:
             return
         pane_id, log_path, tmux = session.pane.pane_id, self.config.log_path(slug), self.core.tmux
         self.run(lambda: tmux.rearm(pane_id, log_path))
+
+
+class Starting:
+    """An engine built, and its first refresh gathered, on a thread of its own while the
+    caller imports its front end (the TUI's urwid and widgets: ~100 ms of CPU). The tmux
+    calls, the /proc reads and the logs' system calls wait on the kernel and tmux, not
+    on the interpreter, so they overlap that import instead of following it.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._built: list[tuple[Engine, Gathered] | BaseException] = []
+        self._thread = threading.Thread(target=self._build, args=(config,),
+                                        name="cbos-start", daemon=True)
+        self._thread.start()
+
+    def _build(self, config: Config) -> None:
+        try:
+            engine = Engine(config)
+        except BaseException as exc:  # re-raised by result(), on the caller's thread
+            self._built.append(exc)
+            return
+        try:
+            self._built.append((engine, engine.core.gather()))
+        except BaseException as exc:
+            engine.close()
+            self._built.append(exc)
+
+    def result(self) -> tuple[Engine, Gathered]:
+        """The engine (the caller's from now on) and the reading for its ``start``."""
+        self._thread.join()
+        built = self._built[0]
+        if isinstance(built, BaseException):
+            raise built
+        return built
+
+    def close(self) -> None:
+        """Close the engine unused (the caller gave up before starting it)."""
+        self._thread.join()
+        built = self._built[0]
+        if not isinstance(built, BaseException):
+            built[0].close()

@@ -128,12 +128,16 @@ class Tail:
     Call :meth:`read` when the fd is readable and again at once while :attr:`pending`;
     call :meth:`rescan` on a slow timer (about a second) and after ``r``.
     Thread-safe: a WebSocket thread may call :meth:`read_since` and :meth:`buffer`.
+
+    With ``adopt_later``, the logs found at start-up are listed at once but followed
+    (opened, numbered from their sidecars) only by :meth:`adopt` or the first other
+    call: the TUI draws its first frame before it pays ~0.1 ms a log for that.
     """
 
     def __init__(self, log_dir: Path, max_buffer: int = 100_000,
                  max_file_bytes: int = 20 * 1024 * 1024,
                  rearm: Callable[[str], None] | None = None, read_budget: int = 1 << 20,
-                 *, prefill: bool = True) -> None:
+                 *, prefill: bool = True, adopt_later: bool = False) -> None:
         self._dir = Path(log_dir)
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._real_dir = os.path.realpath(self._dir)
@@ -156,10 +160,25 @@ class Tail:
             self._watch.close()
             raise
         # Watch first, then list: a file created in between is seen twice, never missed.
-        for slug in self._list_slugs():
-            self._adopt(slug, at_end=True, prefill=prefill)
+        # A file created after the listing is new output, read from its first byte.
+        self._found = self._list_slugs()
+        self._prefill_found = prefill
+        if not adopt_later:
+            self.adopt()
 
     # -- public ---------------------------------------------------------------------------
+
+    def adopt(self) -> None:
+        """Follow the logs found at start-up, each from its end (once; every other call
+        but :meth:`fileno` and :meth:`close` does it first)."""
+        with self._lock:
+            self._adopt_found()
+
+    def _adopt_found(self) -> None:
+        found, self._found = self._found, []
+        for slug in found:
+            if slug not in self._logs and not self._closed:
+                self._adopt(slug, at_end=True, prefill=self._prefill_found)
 
     def fileno(self) -> int:
         return self._watch.fileno()
@@ -173,6 +192,7 @@ class Tail:
         """Drain inotify, re-check the touched files, read up to ``budget`` bytes (by
         default ``read_budget``; 0 only takes note of which logs moved, for a later read)."""
         with self._lock:
+            self._adopt_found()
             if self._closed:
                 return []
             self._drain_events()
@@ -203,6 +223,7 @@ class Tail:
     def rescan(self) -> list[Chunk]:
         """Re-check every file, known or new (after overflow, on ``r``, on a slow timer)."""
         with self._lock:
+            self._adopt_found()
             if self._closed:
                 return []
             self._mark_all()
@@ -211,6 +232,7 @@ class Tail:
     def buffer(self, slug: str) -> bytes:
         """The last ``max_buffer`` bytes of the session's output."""
         with self._lock:
+            self._adopt_found()
             lg = self._logs.get(slug)
             if lg is None:
                 return b""
@@ -235,11 +257,13 @@ class Tail:
     def offset(self, slug: str) -> int:
         """Logical offset after the last byte emitted (0 for an unknown session)."""
         with self._lock:
+            self._adopt_found()
             lg = self._logs.get(slug)
             return lg.offset if lg else 0
 
     def slugs(self) -> list[str]:
         with self._lock:
+            self._adopt_found()
             return sorted(self._logs)
 
     def read_since(self, slug: str, offset: int,
@@ -255,6 +279,7 @@ class Tail:
         """
         sources: list[tuple[_Segment, int]] = []  # (segment, fd owned by us)
         with self._lock:
+            self._adopt_found()
             lg = self._logs.get(slug)
             end = lg.offset if lg else 0
             if lg is not None:
@@ -283,6 +308,7 @@ class Tail:
         healthy = procs.pipe_logs()
         rearmed: list[str] = []
         with self._lock:
+            self._adopt_found()
             if self._rearm is None:
                 return []
             for slug in live:
@@ -544,13 +570,19 @@ class Tail:
 
         ``known`` is what the sidecar already holds: an unchanged one is not rewritten
         (at start-up that is every log, and 100 renames cost the first paint ~40 ms).
+        Its ``end`` stands while it numbers the same file from the same base: the bytes
+        the last run emitted up to there were emitted, and a start that rewrote it down to
+        the base rewrote every log that had moved since its sidecar was last saved.
         """
         head = reader or lg.follow.head
         if head is None:
             return
+        end = max(lg.offset, head.base)
+        if known is not None and (known.get("dev"), known.get("ino"), known.get("base")) == (
+                head.ident[0], head.ident[1], head.base) and isinstance(known.get("end"), int):
+            end = max(end, known["end"])
         value: dict[str, Any] = {
-            "dev": head.ident[0], "ino": head.ident[1], "base": head.base,
-            "end": max(lg.offset, head.base),
+            "dev": head.ident[0], "ino": head.ident[1], "base": head.base, "end": end,
             "prev": None if lg.prev is None else {
                 "dev": lg.prev.ident[0], "ino": lg.prev.ident[1], "base": lg.prev.base,
                 "end": lg.prev.end},

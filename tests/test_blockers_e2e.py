@@ -5,6 +5,7 @@ state a person must see, refuses to type into it, and answers it."""
 from __future__ import annotations
 
 import json
+import select
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -177,3 +178,35 @@ def test_engine_shows_a_startup_dialog_from_the_screen_alone(
     pump(engine, lambda: (v := engine.view("EYE")) is not None and v.state.value == "idle"
          and "no turn yet" in v.reason)
     assert engine.captures >= 2
+
+
+@pytest.mark.parametrize("hold", [False, True], ids=["serve", "tui"])
+def test_a_dialog_on_screen_before_the_engine_starts_is_read_at_its_start(
+        fake_claude: Path, tmux: Tmux, tmp_path: Path, config: Config, hold: bool) -> None:
+    """The start's first look at the screens: `cbos serve` at once, the TUI right after
+    its first frame (release)."""
+    folder = project(tmp_path, "EARLY")
+    untrusted(folder)
+    Core(config).create(folder, "EARLY")
+    wait_until(lambda: TRUST_QUESTION.split()[0] in screen_of("EARLY"), timeout=20,
+               message="the trust dialog on screen")
+    engine = Engine(config, tmux, notify=False)
+    try:
+        engine.start(hold=hold)
+        if hold:
+            engine.release()
+
+        def asking() -> Any:
+            view = engine.view("EARLY")
+            return view if view is not None and view.dialog is not None else None
+
+        # No tick: the engine's later refreshes would read the screen too.
+        deadline = time.monotonic() + 20
+        while not asking() and time.monotonic() < deadline:
+            ready, _, _ = select.select(engine.fds(), [], [], 0.05)
+            for fd in ready:
+                engine.on_readable(fd)
+        assert asking() and asking().dialog.question == TRUST_QUESTION
+    finally:
+        engine.close()
+

@@ -155,6 +155,27 @@ def test_start_up_begins_at_the_end_with_the_recent_output_prefilled(log_dir: Pa
         assert bare.offset("A") == len(history)
 
 
+def test_adopt_later_follows_the_logs_found_at_start_from_where_they_end_then(
+        log_dir: Path) -> None:
+    """The TUI lists the logs at once and follows them after its first frame: a log
+    that was there starts at its end then (what it wrote meanwhile is history, kept in
+    the ring); a log created meanwhile is new output, read from its first byte."""
+    (log_dir / "OLD.log").write_bytes(b"before\n")
+    with Tail(log_dir, max_buffer=1000, adopt_later=True) as tail:
+        append(log_dir / "OLD.log", b"meanwhile\n")
+        (log_dir / "NEW.log").write_bytes(b"created meanwhile\n")
+        tail.adopt()
+        assert tail.slugs() == ["OLD"]  # NEW is the watch's to report
+        assert tail.offset("OLD") == 17 and tail.buffer("OLD") == b"before\nmeanwhile\n"
+        got = Collector(tail)
+        append(log_dir / "OLD.log", b"after\n")
+        got.wait_for("OLD", "after\n")
+        got.wait_for("NEW", "created meanwhile\n")
+        assert got.text("OLD") == "after\n" and got.of("OLD")[-1].offset == 23
+    with Tail(log_dir, adopt_later=True) as lazy:
+        assert lazy.offset("OLD") == 23  # any call adopts first
+
+
 def test_the_ring_joins_prefill_and_live_output_written_during_start_up(
         log_dir: Path) -> None:
     """What the TUI and the server show of a session (the ring) has no hole where output
@@ -515,6 +536,27 @@ def test_offsets_survive_a_restart_and_old_offsets_report_a_gap(log_dir: Path) -
         data, offset, gap = again.read_since("S", 0)
         assert gap and offset == 2606 and data == writer.data[1500:]
         assert again.read_since("S", 99_999) == (writer.data[1500:], 2606, True)
+
+
+def test_a_restart_rewrites_no_sidecar_and_still_knows_what_was_emitted(
+        log_dir: Path) -> None:
+    for slug in ("A", "B"):
+        append(log_dir / f"{slug}.log", b"first run\n")
+    with Tail(log_dir) as tail:
+        got = Collector(tail)
+        append(log_dir / "A.log", b"more\n")
+        wait_until(lambda: got.poll() and tail.offset("A") == 15, message="read A")
+    sidecars = {slug: os.stat(log_dir / f"{slug}.log.base") for slug in ("A", "B")}
+    assert json.loads((log_dir / "A.log.base").read_text())["end"] == 15
+    append(log_dir / "A.log", b"while no cbos ran\n")
+    with Tail(log_dir) as again:
+        assert again.offset("A") == 33 and again.offset("B") == 10
+        for slug, before in sidecars.items():  # the start renamed no file into place
+            assert os.stat(log_dir / f"{slug}.log.base").st_ino == before.st_ino
+        # Were this process to die now, the next start would still know that bytes up
+        # to 15 were emitted: a log cut shorter than that reads as truncated.
+        assert json.loads((log_dir / "A.log.base").read_text())["end"] == 15
+    assert json.loads((log_dir / "A.log.base").read_text())["end"] == 33
 
 
 def test_two_tails_rotate_once_and_both_follow_without_a_gap(log_dir: Path) -> None:

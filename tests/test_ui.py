@@ -7,8 +7,10 @@ tmux server, with a screen that keeps the last canvas drawn instead of a termina
 
 from __future__ import annotations
 
+import gc
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -241,6 +243,20 @@ def test_room_shows_counts_rows_preview_and_the_input_line() -> None:
     assert lines[-1].startswith(">")
     r.room.set_ws("127.0.0.1:32205")
     assert screen(r.room)[0].rstrip().endswith("ws 127.0.0.1:32205")
+
+
+def test_the_selected_row_alone_is_drawn_in_the_focus_colours() -> None:
+    r = make_room(view("A", State.WAITING, "done", ago=5), view("B"))
+    r.press("j")
+    assert r.selected == "B"
+    first, second = urwid.testing.render_runs(r.room.sessions, (60, 2), focus=True)
+    assert [a for a, _ in first][:3] == ["st.waiting", None, "slug"]
+    assert "focus" not in repr(first)
+    # Every run of the selected row is in a focus colour, the icon's and slug's their own.
+    assert all("focus" in repr(a) for a, _ in second)
+    assert [repr(a) for a, text in second if text in ("○", "B")] == [
+        repr(urwid.LayeredAttr("focus.icon", "focus")),
+        repr(urwid.LayeredAttr("focus.slug", "focus"))]
 
 
 def test_attention_first_then_plain_order_with_s() -> None:
@@ -786,3 +802,15 @@ def test_a_tall_screen_keeps_the_dialog_options_and_footer_in_view() -> None:
         assert "Do you want to create x.txt?" in shown
         assert "1. Yes" in shown and "3. No" in shown
         assert "Esc to cancel · Tab to amend" in shown
+
+
+def test_the_control_room_without_a_terminal_is_one_line_and_leaves_nothing_on(
+        cli: Cli, tmux: Tmux) -> None:
+    """`cbos` builds its engine while urwid imports, with the cyclic collector off: a
+    refusal must close that engine and turn the collector back on."""
+    result = cli()
+    assert result.code == 1 and "the control room needs a terminal" in result.err
+    assert gc.isenabled()
+    wait_until(lambda: not any(t.name == "cbos-start" for t in threading.enumerate()),
+               message="the start-up thread gone")
+

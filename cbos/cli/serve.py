@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -17,16 +18,31 @@ if TYPE_CHECKING:
 
 def run_tui(args: argparse.Namespace, ctx: Context) -> int:
     """``cbos`` with no command: the control room, until ``q``."""
-    from cbos import app
-
-    ws = None
-    if args.ws:
-        ws = app.WsOptions(ctx.config.api_host, ctx.config.api_port, args.allow_remote,
-                           tuple(args.allow_origin or ()), page=args.web)
-    elif args.web:
+    if args.web and not args.ws:
         raise UsageError("--web serves the page on the WebSocket server's port: add --ws "
                          "(cbos --ws --web), or run `cbos serve --web`")
-    return app.run(ctx.config, popup=args.popup, ws=ws)
+    # Start-up allocates much and frees little: the cyclic collector, run again and again
+    # through urwid's import, cost ~10 ms of the first paint. App.start turns it back on
+    # once the first frame is drawn (and freezes what start-up made); so does an error.
+    gc.disable()
+    try:
+        from cbos.engine import Starting
+
+        starting = Starting(ctx.config)  # tmux and /proc are read while urwid imports
+        try:
+            from cbos import app
+
+            ws = None
+            if args.ws:
+                ws = app.WsOptions(ctx.config.api_host, ctx.config.api_port,
+                                   args.allow_remote, tuple(args.allow_origin or ()),
+                                   page=args.web)
+        except BaseException:
+            starting.close()
+            raise
+        return app.run(ctx.config, popup=args.popup, ws=ws, starting=starting)
+    finally:
+        gc.enable()
 
 
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
