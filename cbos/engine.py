@@ -62,11 +62,25 @@ _ESCAPES = re.compile(r"\x1b\[[0-9;?:]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>78
 _SPINNER = re.compile(r"^[\s✻✽✶✳✢·*⏺]*\S*…")
 
 
+_LINE_END = re.compile(r"[\r\n]")
+ACTIVITY_PIECE = 512  # characters looked at first; each later piece is twice as long
+
+
 def is_activity(text: str) -> bool:
-    """Whether output is more than Claude redrawing its spinner (or moving the cursor)."""
-    for line in re.split(r"[\r\n]", _ESCAPES.sub("\n", text)):
-        if line.strip() and not _SPINNER.match(line):
-            return True
+    """Whether output is more than Claude redrawing its spinner (or moving the cursor).
+
+    Looked at a piece at a time, cut after a line end (no escape or line spans one), and
+    answered at the first line that is activity: a pane printing without pause hands over
+    256 KB a round, and cleaning all of it cost the loop thread ~4 ms a round.
+    """
+    start, piece = 0, ACTIVITY_PIECE
+    while start < len(text):
+        cut = _LINE_END.search(text, start + piece)
+        end = cut.end() if cut else len(text)
+        for line in _LINE_END.split(_ESCAPES.sub("\n", text[start:end])):
+            if line.strip() and not _SPINNER.match(line):
+                return True
+        start, piece = end, piece * 2
     return False
 
 
@@ -95,6 +109,7 @@ class Engine:
         self._done: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._refreshing = False
+        self._read_queued = False  # a read round waits in _done for the next pass
         self._closed = False
         self._last_refresh = 0.0
         self._last_pipe_check = 0.0
@@ -139,7 +154,10 @@ class Engine:
     def on_readable(self, fd: int) -> None:
         try:
             if fd == self.tail.fileno():
-                self.read_output()
+                if self._read_queued:
+                    self.tail.read(0)  # noted; the round already queued reads it
+                else:
+                    self.read_output()
             elif fd == self.events.fileno():
                 self.read_events()
             elif fd == self._wake_r:
@@ -285,15 +303,23 @@ class Engine:
     # -- reading --------------------------------------------------------------------------
 
     def read_output(self) -> None:
+        """One round of output (READ_ROUND bytes at most) to the listeners."""
         chunks = self.tail.read()
         if chunks:
             self._deliver(chunks)
-        if self.tail.pending:
+        if self.tail.pending and not self._read_queued:
             # More than one budget's worth is waiting: come back after the UI has had a
-            # turn, through the wake-up pipe, instead of reading it all now.
-            self._done.put(self.read_output)
+            # turn, through the wake-up pipe, instead of reading it all now. One round
+            # is queued at a time: a pane that never pauses wakes inotify on every pass,
+            # and each wake-up queueing its own round made passes of 10 rounds (~100 ms).
+            self._read_queued = True
+            self._done.put(self._read_again)
             with contextlib.suppress(BlockingIOError):
                 os.write(self._wake_w, b"o")
+
+    def _read_again(self) -> None:
+        self._read_queued = False
+        self.read_output()
 
     def _deliver(self, chunks: list[logs.Chunk]) -> None:
         board = self.core.board

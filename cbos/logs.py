@@ -188,8 +188,9 @@ class Tail:
         """IN_Q_OVERFLOW events seen (each answered by a full rescan)."""
         return self._watch.overflows
 
-    def read(self) -> list[Chunk]:
-        """Drain inotify, re-check the touched files, read up to ``read_budget`` bytes."""
+    def read(self, budget: int | None = None) -> list[Chunk]:
+        """Drain inotify, re-check the touched files, read up to ``budget`` bytes (by
+        default ``read_budget``; 0 only takes note of which logs moved, for a later read)."""
         with self._lock:
             self._adopt_found()
             if self._closed:
@@ -203,7 +204,7 @@ class Tail:
                 elif any(r.deadline is not None and now >= r.deadline for r in inodes):
                     self._dirty.setdefault(slug)
             out: list[Chunk] = []
-            budget = self._budget
+            budget = self._budget if budget is None else budget
             for slug in list(self._dirty):
                 if budget <= 0:
                     break

@@ -150,18 +150,39 @@ def test_a_flood_of_output_is_read_in_rounds_with_the_loop_between(
     try:
         engine.start()
         line = b"\x1b[32m%9d\x1b[0m flood line\r\n"
+        written = b"".join(line % n for n in range(400_000))  # ~10 MB at once
         with log.open("ab") as out:
-            out.write(b"".join(line % n for n in range(400_000)))  # ~10 MB at once
-        passes = 0
-        while not delivered or engine.tail.pending:
-            passes += 1
-            assert passes < 1000, "the flood was never read"
-            ready, _, _ = select.select(engine.fds(), [], [], 5)
-            assert ready, "nothing to do while output waits"
-            before = len(delivered)
-            for fd in ready:
-                engine.on_readable(fd)
-            assert len(delivered) - before <= 1, "more than one round in one pass"
+            out.write(written)
+            passes = 0
+            while not delivered or engine.tail.pending:
+                passes += 1
+                assert passes < 1000, "the flood was never read"
+                ready, _, _ = select.select(engine.fds(), [], [], 5)
+                assert ready, "nothing to do while output waits"
+                before = len(delivered)
+                for fd in ready:
+                    engine.on_readable(fd)
+                assert len(delivered) - before <= 1, "more than one round in one pass"
+                if passes < 20:  # a pane that never pauses: inotify wakes every pass
+                    more = line % (400_000 + passes)
+                    out.write(more)
+                    out.flush()
+                    written += more
         assert len(delivered) >= 10_000_000 // engine_mod.READ_ROUND
+        assert sum(delivered) == len(written), "every byte read, once"
     finally:
         engine.close()
+
+
+def test_a_round_of_output_is_judged_by_its_first_lines() -> None:
+    """Whether output is activity is answered at the first line that is, piece by piece;
+    the answer is the same as for the whole text, however it is cut."""
+    spinner = "\x1b[2K\x1b[1A\x1b[G✻ Thinking… (3s · ↓ 2 tokens)\x1b[0m\r\n"
+    quiet = spinner * 5000  # far more than one piece
+    assert len(quiet) > 10 * engine_mod.ACTIVITY_PIECE
+    assert not engine_mod.is_activity(quiet)
+    assert not engine_mod.is_activity("\x1b[2K\x1b[G\r\n  \x1b[1A")
+    assert engine_mod.is_activity(quiet + "\x1b[32m⏺\x1b[0m Read src/a.ts\r\n")
+    assert engine_mod.is_activity(quiet[:-2] + "x")  # the last line, with no line end
+    flood = "".join(f"\x1b[32m{n:>9}\x1b[0m flood line\r\n" for n in range(20_000))
+    assert engine_mod.is_activity(flood)
