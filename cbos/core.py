@@ -169,22 +169,24 @@ class Core:
         for slug, found in self.read_screens(wanted).items():
             self.board.set_screen(slug, *found)
 
-    def read_screens(self, panes: Mapping[str, str]) -> dict[str, tuple[Dialog | None, str]]:
-        """The dialog and blocking notice on each screen (``{slug: pane_id}``), read with
-        one tmux call however many there are."""
+    def read_screens(self, panes: Mapping[str, str]
+                     ) -> dict[str, tuple[Dialog | None, str, str]]:
+        """The dialog, blocking notice and API retry on each screen (``{slug: pane_id}``),
+        read with one tmux call however many there are."""
         if not panes:
             return {}
-        from cbos.dialog import blocking_notice, parse_dialog
+        from cbos.dialog import blocking_notice, parse_dialog, retry_notice
 
         try:
             texts = self.tmux.capture_many(list(panes.values()))
         except TmuxError:
             texts = {}
-        return {slug: (parse_dialog(texts[pane]), blocking_notice(texts[pane]))
-                if pane in texts else (None, "") for slug, pane in panes.items()}
+        return {slug: (parse_dialog(texts[pane]), blocking_notice(texts[pane]),
+                       retry_notice(texts[pane]))
+                if pane in texts else (None, "", "") for slug, pane in panes.items()}
 
-    def read_screen(self, pane_id: str) -> tuple[Dialog | None, str]:
-        """The dialog and the blocking notice on a pane's screen (one capture)."""
+    def read_screen(self, pane_id: str) -> tuple[Dialog | None, str, str]:
+        """The dialog, the blocking notice and the API retry on a pane's screen."""
         return self.read_screens({pane_id: pane_id})[pane_id]
 
     def _dialog_on_screen(self, pane_id: str) -> Dialog | None:

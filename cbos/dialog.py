@@ -293,6 +293,29 @@ _NOTICES = (
 )
 
 
+# The spinner row while claude retries the API (seen live: 2.1.197 "✻ Unable to connect to
+# API (ConnectionRefused) · Retrying in 35s · attempt 8/10", 2.1.332 "✻ Can't reach the
+# API server — check your internet or DNS (ENOTFOUND) · retrying in 2s · attempt 3/10").
+_RETRY = re.compile(r"^[\s✻✽✶✳✢·*⏺]*(?P<what>\S.*?)\s+·\s+retrying in \d+\s*s\s+·\s+"
+                    r"attempt\s+(?P<n>\d+)/(?P<of>\d+)", re.IGNORECASE)
+
+
+def retry_notice(screen_text: str) -> str:
+    """``retrying: Can't reach the API server … (attempt 3/10)`` while the spinner row
+    above the prompt box says claude retries the API; "" otherwise. No hook tells it: the
+    turn looks like thinking until the retries run out (then StopFailure)."""
+    lines = clean_lines(screen_text)
+    rules = [i for i, line in enumerate(lines) if _is_rule(line, frozenset("─"))]
+    if len(rules) < 2:
+        return ""
+    upper = rules[-2]
+    for line in reversed(lines[max(0, upper - 4):upper]):
+        match = _RETRY.match(line)
+        if match:
+            return f"retrying: {match['what']} (attempt {match['n']}/{match['of']})"
+    return ""
+
+
 def composer_shown(screen_text: str) -> bool:
     """Whether Claude's prompt box is on screen: a ``❯`` line between the last two rules.
     Until it is, Claude has no input handler and drops what is typed (2.1.332 spends

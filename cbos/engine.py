@@ -56,6 +56,7 @@ SnapshotListener = Callable[[Snapshot, Snapshot | None], None]
 OutputListener = Callable[[list[logs.Chunk]], None]
 
 
+_BUSY = frozenset({st.State.THINKING, st.State.WORKING})
 _ESCAPES = re.compile(r"\x1b\[[0-9;?:]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
 # Claude's spinner row ("✻ Thinking… (3s · ↓ 2 tokens)") is redrawn every second whatever
 # happens; it is not activity, or a stuck session would never look stalled.
@@ -115,6 +116,7 @@ class Engine:
         self._last_pipe_check = 0.0
         self._snapshot: Snapshot | None = None
         self._screen_reads: set[str] = set()  # slugs whose screen is being read
+        self._retry_reads: set[str] = set()  # busy slugs whose output says claude retries
         self._screen_again: set[str] = set()  # ... and read again when that is done
         self._seen: set[str] = set()  # slugs whose screen was looked at once
         self._screen_read_at: dict[str, float] = {}  # monotonic time of the last read
@@ -334,6 +336,14 @@ class Engine:
         notices = board.notices
         moved = {c.slug for c in chunks if (v := self.view(c.slug)) is not None
                  and may_show_blocker(v, notices.get(c.slug, ""))}
+        # A busy claude whose requests fail says so only on its spinner row ("… ·
+        # retrying in 2s · attempt 3/10"): its screen is read when its output says it
+        # retries, and again while the retry shows, until it has gone.
+        retrying = {c.slug for c in chunks if (b"etrying in" in c.raw
+                                               or board.retries.get(c.slug))
+                    and (v := self.view(c.slug)) is not None and v.state in _BUSY}
+        self._retry_reads |= retrying
+        moved |= retrying
         if moved:
             self.refresh_dialogs(sorted(moved), throttle=True)
 
@@ -414,8 +424,8 @@ class Engine:
         if only is None:
             wanted = {slug for slug, v in views.items() if v.state is st.State.PERMISSION}
         else:
-            wanted = {slug for slug in only if slug in views and may_show_blocker(
-                views[slug], board.notices.get(slug, ""))}
+            wanted = {slug for slug in only if slug in views and (may_show_blocker(
+                views[slug], board.notices.get(slug, "")) or slug in self._retry_reads)}
         busy = wanted & self._screen_reads
         self._screen_again |= busy
         now = time.monotonic()
@@ -436,19 +446,20 @@ class Engine:
         panes = {slug: views[slug].pane_id for slug in fresh}
         core = self.core
 
-        def read() -> dict[str, tuple[Any, str]]:
+        def read() -> dict[str, tuple[Any, str, str]]:
             return core.read_screens(panes)
 
         def done(outcome: Outcome) -> None:
             self._screen_reads.difference_update(panes)
+            self._retry_reads.difference_update(panes)
             self.captures += len(panes)
             read_at = time.monotonic()
             for slug in panes:
                 self._screen_read_at[slug] = read_at
             if outcome.ok:
-                for slug, (dialog, notice) in outcome.value.items():
+                for slug, (dialog, notice, retry) in outcome.value.items():
                     if slug in board.sessions:
-                        board.set_screen(slug, dialog, notice)
+                        board.set_screen(slug, dialog, notice, retry)
                 self.publish()
             again = sorted(self._screen_again & set(panes))
             self._screen_again.difference_update(again)

@@ -142,6 +142,7 @@ class Board:
     status_files: dict[int, st.StatusFile] = field(default_factory=dict)  # by claude pid
     dialogs: dict[str, Dialog | None] = field(default_factory=dict)  # by slug
     notices: dict[str, str] = field(default_factory=dict)  # by slug: "not logged in: …"
+    retries: dict[str, str] = field(default_factory=dict)  # by slug: "retrying: … (attempt 3/10)"
     outside: dict[str, Outside] = field(default_factory=dict)  # by slug: read-only claudes
     dialog_seen: dict[str, float] = field(default_factory=dict)  # by slug: first read
     procs: ProcTable | None = None
@@ -169,8 +170,11 @@ class Board:
     def set_dialog(self, slug: str, dialog: Dialog | None) -> None:
         self.dialogs[slug] = dialog
 
-    def set_screen(self, slug: str, dialog: Dialog | None, notice: str) -> None:
-        """What a capture of the session's screen showed: a dialog, a blocking notice."""
+    def set_screen(self, slug: str, dialog: Dialog | None, notice: str, retry: str = ""
+                   ) -> None:
+        """What a capture of the session's screen showed: a dialog, a blocking notice,
+        claude retrying the API."""
+        self.retries[slug] = retry
         before = self.dialogs.get(slug)
         if dialog is None:
             self.dialog_seen.pop(slug, None)
@@ -220,6 +224,7 @@ class Board:
             dead_signal=session.pane.dead_signal,
             last_output=self.last_output.get(session.slug),
             dialog=self.dialogs.get(session.slug), notice=self.notices.get(session.slug, ""),
+            retry=self.retries.get(session.slug, ""),
             dialog_since=self.dialog_seen.get(session.slug),
             stall_seconds=self.stall_seconds,
         )

@@ -561,6 +561,7 @@ class Signals:
     last_output: float | None = None  # newest output in the pane's log
     dialog: Dialog | None = None  # parse_dialog() of the screen, when it was read
     notice: str = ""  # blocking_notice() of the screen: "not logged in: run /login"
+    retry: str = ""  # retry_notice() of the screen: claude retrying the API, mid-turn
     dialog_since: float | None = None  # when cbos first read this dialog off the screen
     stall_seconds: float = 600.0  # 0 disables the stall rule
 
@@ -732,7 +733,7 @@ def infer(signals: Signals) -> Verdict:
                                            f"it {ended}" if ended else ""), since)
     sf = s.status if s.status is not None and s.status.pid == s.claude_pid else None
     verdict = _from_hooks(s, track, sf) if track is not None else _without_hooks(s, sf)
-    return _stalled(s, track, _blocked(s, track, verdict))
+    return _retrying(s, _stalled(s, track, _blocked(s, track, verdict)))
 
 
 def _blocked(s: Signals, t: Track | None, verdict: Verdict) -> Verdict:
@@ -963,6 +964,15 @@ def _without_hooks(s: Signals, sf: StatusFile | None) -> Verdict:
             return Verdict(State.WAITING, "from Claude's status file: idle" + suffix, at)
         return Verdict(State.IDLE, "no turn yet (from Claude's status file)" + suffix, at)
     return Verdict(State.IDLE, f"from Claude's status file: {sf.status}" + suffix, at)
+
+
+def _retrying(s: Signals, verdict: Verdict) -> Verdict:
+    """A turn whose requests fail and are retried still counts as thinking or working (no
+    hook fires until the retries run out), but the reason says so, or a session offline
+    for minutes would read "thinking about …"."""
+    if not s.retry or verdict.state not in (State.WORKING, State.THINKING):
+        return verdict
+    return replace(verdict, reason=_joined(s.retry, verdict.reason))
 
 
 def _stalled(s: Signals, t: Track | None, verdict: Verdict) -> Verdict:

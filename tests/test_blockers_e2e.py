@@ -202,6 +202,29 @@ def test_engine_shows_a_startup_dialog_from_the_screen_alone(
     assert engine.captures >= 2
 
 
+def test_engine_says_when_claude_retries_the_api_and_when_it_is_back(
+        engine: Engine, tmp_path: Path) -> None:
+    """No hook fires while claude retries an API it cannot reach: the spinner row is the
+    only sign, read off the screen because the output says "retrying"."""
+    folder = project(tmp_path, "NET")
+    engine.create(str(folder), "NET")
+    pump(engine, lambda: (v := engine.view("NET")) is not None and v.state.value == "idle")
+    outcomes: list[Any] = []
+    engine.send("NET", "OFFLINE 3", outcomes.append)
+    pump(engine, lambda: outcomes)
+    assert outcomes[0].ok, outcomes[0].error
+    view = pump(engine, lambda: (v := engine.view("NET")) is not None
+                and "retrying: Can't reach the API server" in v.reason and v)
+    assert view.state.value == "thinking" and "(attempt " in view.reason
+    assert 'thinking about "OFFLINE 3"' in view.reason
+    # Back online: the notice goes with the retry row; then the turn ends as usual.
+    done = pump(engine, lambda: (v := engine.view("NET")) is not None
+                and "retrying" not in v.reason and v, timeout=30)
+    assert done.state.value in ("thinking", "waiting")
+    pump(engine, lambda: (v := engine.view("NET")) is not None and v.state.value == "waiting"
+         and "back online" in v.reason)
+
+
 @pytest.mark.parametrize("hold", [False, True], ids=["serve", "tui"])
 def test_a_dialog_on_screen_before_the_engine_starts_is_read_at_its_start(
         fake_claude: Path, tmux: Tmux, tmp_path: Path, config: Config, hold: bool) -> None:

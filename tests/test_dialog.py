@@ -18,6 +18,7 @@ from cbos.dialog import (
     blocking_notice,
     composer_shown,
     parse_dialog,
+    retry_notice,
 )
 from cbos.errors import UsageError
 from tests.fakeclaude import screens as frames
@@ -418,3 +419,22 @@ def test_no_prompt_box_before_the_session_or_on_a_blank_screen() -> None:
     assert not composer_shown(blocker("mcp-json"))
     assert not composer_shown("")
     assert composer_shown(blocker("no-credentials"))  # a prompt box, though prompts fail
+
+
+RULE = "─" * 60
+
+
+@pytest.mark.parametrize(("spinner", "said"), [
+    ("✻ Can't reach the API server — check your internet or DNS (ENOTFOUND) · retrying in "
+     "2s · attempt 3/10", "retrying: Can't reach the API server — check your internet or DNS "
+     "(ENOTFOUND) (attempt 3/10)"),  # Claude Code 2.1.332, seen live
+    ("✻ Unable to connect to API (ConnectionRefused) · Retrying in 35s · attempt 8/10",
+     "retrying: Unable to connect to API (ConnectionRefused) (attempt 8/10)"),  # 2.1.197
+    ("✻ Thinking… (3s)", ""),
+])
+def test_the_api_retry_is_read_off_the_spinner_row(spinner: str, said: str) -> None:
+    screen = "\n".join(["❯ hello", spinner, "  ⎿  Tip: press Esc to interrupt", "", RULE,
+                        "❯ ", RULE, "  esc to interrupt"])
+    assert retry_notice(screen) == said
+    # The same words in the transcript, far above the prompt box, are history.
+    assert retry_notice("\n".join([spinner, *["text"] * 8, RULE, "❯ ", RULE])) == ""

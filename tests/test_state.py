@@ -814,6 +814,18 @@ def test_waiting_never_stalls() -> None:
     assert verdict.reason == 'done: "hello"'
 
 
+def test_a_retrying_turn_says_so_and_a_finished_one_does_not() -> None:
+    retry = "retrying: Can't reach the API server (ENOTFOUND) (attempt 3/10)"
+    pre = find("PreToolUse", "interrupt_tool")
+    busy = st.infer(signals(track_at(pre.ts + 0.02), pre.ts + 1, retry=retry))
+    plain = st.infer(signals(track_at(pre.ts + 0.02), pre.ts + 1))
+    assert busy.state is plain.state is K
+    assert busy.reason == f"{retry} · {plain.reason}"
+    stop = find("Stop", "say")
+    done = st.infer(signals(track_at(stop.ts), stop.ts + 1, retry=retry))
+    assert done.reason == 'done: "hello"'  # a stale row: the turn is over
+
+
 def test_claude_alive_follows_the_pid() -> None:
     assert Signals(now=0, claude_pid=3).claude_alive
     assert not Signals(now=0).claude_alive

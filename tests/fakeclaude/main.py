@@ -22,6 +22,8 @@ Prompts are a script for the fake model (first word, then the argument):
     AGENT prompt background subagent, then a ``<task-notification>`` prompt
     SLOW n       20 lines streamed over n s      WAIT n   nothing for n s, then a reply
     THINK n      a thinking spinner for n s      FAIL [code]  API error -> StopFailure
+    OFFLINE n    n attempts to reach the API, one a second, said on the spinner row
+                 (as Claude Code 2.1.332 does with no network), then a reply
     EXIT n       SessionEnd(prompt_input_exit), exit status n
     STEPS n      n model messages in a row, each running Bash ``sleep 0.3``, then a reply
     /clear /compact /exit (/quit)                anything else: reply ``echo: <first line>``
@@ -1509,6 +1511,8 @@ class FakeClaude:
             return self._t_wait(number)
         if word == "THINK" and number is not None:
             return self._t_think(number)
+        if word == "OFFLINE" and number is not None:
+            return self._t_offline(int(number))
         if word == "FAIL" and (number is not None or not arg):
             return self._t_fail(int(number) if number is not None else 400)
         if word == "STEPS" and number is not None:
@@ -1775,6 +1779,22 @@ class FakeClaude:
         reply = f"thought for {fmt_num(seconds)} s"
         self._assistant(reply)
         self._stop(reply)
+
+    def _t_offline(self, attempts: int) -> Script:
+        """No route to the API: the spinner row counts the retries (seen live on 2.1.332;
+        not in the 2.1.328 recordings), no hook fires, then the connection comes back."""
+        turn = self._current()
+        for attempt in range(1, attempts + 1):
+            turn.spinner = (f"✻ Can't reach the API server — check your internet or DNS "
+                            f"(ENOTFOUND) {MIDDOT} retrying in 1s {MIDDOT} attempt "
+                            f"{attempt}/10")
+            self.dirty = True
+            yield Sleep(1.0)
+        turn.spinner = f"✻ Thinking{ELLIPSIS}"
+        self.dirty = True
+        yield Sleep(model_time(1.0))
+        self._assistant("back online")
+        self._stop("back online")
 
     def _t_slow(self, seconds: float) -> Script:
         """timeline.md slow_stream: 20 lines, one MessageDisplay each, a final empty one."""
