@@ -329,18 +329,19 @@ def composer_shown(screen_text: str) -> bool:
 
 
 def blocking_notice(screen_text: str) -> str:
-    """What the status row above the composer says stops every prompt, in words:
+    """What the status rows around the composer say stops every prompt, in words:
     ``not logged in: run /login`` (blockers/no-credentials); "" when nothing does.
 
-    Only the rows just above the composer's top rule are read: the transcript may quote
-    such words without them being true now.
+    Only the two rows just above the composer's top rule (2.1.328 puts the notice there)
+    and the footer rows under its bottom rule (2.1.332 puts it at the footer's right end)
+    are read: the transcript may quote such words without them being true now.
     """
     lines = clean_lines(screen_text)
     rules = [i for i, line in enumerate(lines) if _is_rule(line, frozenset("─"))]
     if len(rules) < 2:
         return ""
-    upper = rules[-2]
-    for line in lines[max(0, upper - 2):upper]:
+    upper, lower = rules[-2], rules[-1]
+    for line in [*lines[max(0, upper - 2):upper], *lines[lower + 1:lower + 3]]:
         for pattern, cause in _NOTICES:
             match = pattern.search(line)
             if match:

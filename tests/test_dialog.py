@@ -438,3 +438,15 @@ def test_the_api_retry_is_read_off_the_spinner_row(spinner: str, said: str) -> N
     assert retry_notice(screen) == said
     # The same words in the transcript, far above the prompt box, are history.
     assert retry_notice("\n".join([spinner, *["text"] * 8, RULE, "❯ ", RULE])) == ""
+
+
+def test_not_logged_in_at_the_footers_end_as_claude_2_1_332_shows_it() -> None:
+    screen = "\n".join([
+        "▎ https://code.claude.com/docs/en/permission-modes", RULE, "❯ ", RULE,
+        "  ⏵⏵ auto mode on (shift+tab to cycle) · ← for agents" + " " * 40
+        + "Not logged in · run /login",
+        " " * 80 + "◐ medium · /effort"])
+    assert blocking_notice(screen) == "not logged in: run /login"
+    # Words under the footer's two rows, or in the prompt box, are not the footer.
+    assert blocking_notice("\n".join([RULE, "❯ Not logged in?", RULE, "a", "b",
+                                      "Not logged in · run /login"])) == ""
