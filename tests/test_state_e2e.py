@@ -215,11 +215,12 @@ def test_cbos_started_mid_turn_knows_at_once(
     """A fresh process (no cbos was running) gets the state right from the files."""
     start(cli, tmp_path, "MID")
     assert cli("send", "MID", "RUN sleep 20").code == 0
-    wait_state(cli, "MID", "working")
+    # Settled first (the tool's process seen), so the fresh process has the same facts.
+    wait_state(cli, "MID", "working", reason="(pid ")
     proc = subprocess.run([sys.executable, "-m", "cbos", "ls", "--json"],
                           capture_output=True, text=True, check=True)
     fresh = {v["slug"]: v for v in json.loads(proc.stdout)}["MID"]
-    assert fresh["state"] == "working" and "sleep 20" in fresh["reason"]
+    assert fresh["state"] == "working" and "sleep 20" in fresh["reason"], fresh
 
 
 def test_answer_without_a_dialog_is_refused(
