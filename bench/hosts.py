@@ -139,8 +139,10 @@ def main() -> int:
     while True:
         snapshot = engine.snapshot()
         up = sum(1 for h in snapshot.hosts if h.up)
-        if len(snapshot.sessions) >= total and up == args.hosts and all(
-                f"{n}:" in " ".join(engine.stream_names()) or True for n in names):
+        # Subscribed: a link names a host's streams once its subscribe was answered.
+        remote = {v.slug for v in snapshot.sessions if v.host}
+        if len(snapshot.sessions) >= total and up == args.hosts \
+                and remote <= set(engine.stream_names()):
             break
         if int(time.monotonic() * 5) % 50 == 0:  # every 10 s
             print(f"  waiting: {len(snapshot.sessions)}/{total} sessions; "
@@ -152,7 +154,6 @@ def main() -> int:
         time.sleep(0.2)
     print(f"board: {len(engine.snapshot().sessions)} sessions from {args.hosts} hosts "
           f"after {time.monotonic() - started:.1f} s", flush=True)
-    time.sleep(3)  # subscriptions in place (the link subscribes right after the greeting)
 
     # -- latency ---------------------------------------------------------------------------
     views = [v for v in engine.snapshot().sessions]
@@ -168,8 +169,15 @@ def main() -> int:
         with open(path, "ab") as handle:
             handle.write(f"line @@{number}@@ {'x' * 60}\n".encode())
         sent[number] = ("remote" if remote else "local", stamp)
-        time.sleep(0.02)
-    time.sleep(3)
+        time.sleep(0.02)  # pacing: one line every 20 ms
+    late = time.monotonic() + 10  # what has not arrived by then counts as lost
+
+    def all_arrived() -> bool:
+        with lock:
+            return len(arrived) >= len(sent)
+
+    while not all_arrived() and time.monotonic() < late:
+        time.sleep(0.05)
     latency: dict[str, list[float]] = {"remote": [], "local": []}
     with lock:
         for number, (kind, stamp) in sent.items():
