@@ -33,8 +33,8 @@ from cbos import web
 from cbos.engine import Engine
 from cbos.tmux import Tmux
 from cbos.web import WebServer
-from tests.support import Cli, prompts, wait_until
-from tests.test_web import Harness, client, expect, greeted, new_session, raw_status
+from tests.support import Cli, new_session, prompts, wait_until
+from tests.test_web import Harness, client, expect, greeted, raw_status
 
 PAGE_DIR = Path(page_mod.__file__).parent
 
@@ -412,6 +412,7 @@ def test_fits_phone_and_desktop_without_sideways_scrolling(
             "button:not([hidden])", "bs => bs.filter(b => b.offsetParent).map(b => "
             "{const r = b.getBoundingClientRect(); return [b.id || b.className, r.width, "
             "r.height, r.right]})")
+        assert boxes  # (the input's buttons at least)
         for name, w, h, right in boxes:
             assert w >= 44 and h >= 44, (name, w, h)
             assert right <= width + 0.5, (name, right)
@@ -462,9 +463,15 @@ def test_notifications_are_off_until_allowed_then_announce_waiting(
                message="a notification for PING")
     title, body = page.evaluate("window.__notes[0]")
     assert title == "PING is waiting" and body == "ping is done"
-    # Turned off, it stays off.
+    # Turned off, it stays off: the next wait is drawn in the list, and not announced.
     page.click("#notify")
     assert page.get_attribute("#notify", "aria-pressed") == "false"
+    notes = page.evaluate("window.__notes.length")
+    assert cli("send", "PING", "SAY second one done").code == 0
+    row = page.locator("#sessions .row[data-slug='PING']")
+    wait_until(lambda: "second one done" in row.inner_text(), timeout=20,
+               message="PING's second wait in the list")
+    assert page.evaluate("window.__notes.length") == notes
     v.check_stayed_home()
 
 
