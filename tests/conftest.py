@@ -12,6 +12,7 @@ import pytest
 
 from cbos import config as cbos_config
 from cbos.tmux import Tmux
+from tests.sshd import SshWorld
 
 TESTS = Path(__file__).parent
 FIXTURES = TESTS / "fixtures" / "claude-code-2.1.328"
@@ -92,3 +93,14 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def world(tmp_path: Path, private_home: Path, monkeypatch: pytest.MonkeyPatch
+          ) -> Iterator[SshWorld]:
+    """An ssh client setup for the hosts tests; servers are added by the tests, and
+    everything is torn down."""
+    made = SshWorld(tmp_path / "ssh")
+    monkeypatch.setenv("CBOS_SSH_COMMAND", made.ssh_command)
+    yield made
+    made.close()

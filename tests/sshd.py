@@ -159,6 +159,19 @@ class SshWorld:
             out.append(f'[[hosts]]\nname = "{name}"\nssh = "{name}"\ncommand = "{command}"\n')
         return "\n".join(out)
 
+    def configure(self, names: list[str], extra: str = "") -> None:
+        """This machine's cbos config (under $HOME) with these hosts, after ``extra``."""
+        directory = Path(os.environ["HOME"]) / ".config" / "cbos"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.toml").write_text(extra + self.toml(names))
+
+    def new_session(self, name: str, slug: str) -> Path:
+        """`cbos new` on host ``name`` in a fresh project dir there; its path."""
+        project = self.remote_home(name) / slug.lower()
+        project.mkdir(exist_ok=True)
+        self.remote_cbos(name, "new", str(project), "--slug", slug)
+        return project
+
     def remote_cbos(self, name: str, *args: str, check: bool = True,
                     timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run cbos as the remote side would (same machine, the remote's environment)."""

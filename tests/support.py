@@ -62,14 +62,20 @@ class Started(NamedTuple):
     pane_id: str
 
 
-def start_session(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str,
-                  timeout: float = 15.0) -> Started:
-    """``cbos new`` in a fresh project dir, then wait until claude shows its composer
-    (keys typed before that are lost)."""
+def new_session(cli: Cli, tmp_path: Path, slug: str) -> Path:
+    """``cbos new`` in a fresh project dir named after the slug; its path."""
     project = tmp_path / slug.lower()
     project.mkdir(exist_ok=True)
     result = cli("new", str(project), "--slug", slug)
     assert result.code == 0, result.err
+    return project
+
+
+def start_session(cli: Cli, tmux: Tmux, tmp_path: Path, slug: str,
+                  timeout: float = 15.0) -> Started:
+    """``cbos new`` in a fresh project dir, then wait until claude shows its composer
+    (keys typed before that are lost)."""
+    project = new_session(cli, tmp_path, slug)
 
     def composer() -> str | None:
         pane = sessions.find(tmux, config_mod.load(), slug).pane.pane_id

@@ -42,28 +42,13 @@ Cli = Callable[..., CliResult]
 # -- fixtures --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def world(tmp_path: Path, private_home: Path, monkeypatch: pytest.MonkeyPatch
-          ) -> Iterator[SshWorld]:
-    """An ssh client setup; servers are added by the tests. Everything is torn down."""
-    made = SshWorld(tmp_path / "ssh")
-    monkeypatch.setenv("CBOS_SSH_COMMAND", made.ssh_command)
-    yield made
-    made.close()
-
-
 def configure(world: SshWorld, names: list[str], extra: str = "") -> config_mod.Config:
-    directory = Path(os.environ["HOME"]) / ".config" / "cbos"
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.toml").write_text(extra + world.toml(names))
+    world.configure(names, extra)
     return config_mod.load()
 
 
 def remote_session(world: SshWorld, host: str, slug: str) -> Path:
-    project = world.remote_home(host) / slug.lower()
-    project.mkdir(exist_ok=True)
-    world.remote_cbos(host, "new", str(project), "--slug", slug)
-    return project
+    return world.new_session(host, slug)
 
 
 def remote_log(world: SshWorld, host: str, slug: str) -> Path:
@@ -371,7 +356,7 @@ def test_a_dropped_host_recovers_without_gap_or_duplicate(
             written.append(line)
             number += 1
             time.sleep(0.002)
-            if number >= 4000:
+            if number >= 60000:  # (a bound: stop ends it once the link is back)
                 return
 
     writer = threading.Thread(target=burst, daemon=True)
@@ -393,7 +378,8 @@ def test_a_dropped_host_recovers_without_gap_or_duplicate(
     assert "BURST" in subprocess.run(["tmux", "-L", socket_name, "list-sessions", "-F",
                                       "#{session_name}"], capture_output=True,
                                      text=True).stdout
-    time.sleep(0.5)  # the burst goes on while the link is down (nothing is synchronised)
+    mark = len(written)  # the burst goes on while the link is down
+    wait_until(lambda: len(written) >= mark + 50, message="lines written while it is down")
     server.start()
     stop.set()
     writer.join(60)

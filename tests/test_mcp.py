@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -360,15 +360,6 @@ def test_a_first_prompts_cost_counts_against_the_budget(fake_claude: Path, tmux:
 # -- sessions on other machines (HOST:SLUG), through a real sshd --------------------------------
 
 
-@pytest.fixture
-def world(tmp_path: Path, private_home: Path, monkeypatch: pytest.MonkeyPatch
-          ) -> Iterator[SshWorld]:
-    made = SshWorld(tmp_path / "ssh")
-    monkeypatch.setenv("CBOS_SSH_COMMAND", made.ssh_command)
-    yield made
-    made.close()
-
-
 async def _until(check: Callable[[], Awaitable[bool]], what: str,
                  timeout: float = 60) -> None:
     """Retry ``check`` until it holds (the remote side answers in its own time)."""
@@ -382,12 +373,8 @@ def test_remote_sessions_by_host_slug_under_the_same_rules(
         world: SshWorld, fake_claude: Path, tmux: Tmux, tmp_path: Path) -> None:
     world.add("box1")
     world.add("box2", start=False)  # configured, but nothing answers there
-    config_dir = Path(os.environ["HOME"]) / ".config" / "cbos"
-    config_dir.mkdir(parents=True)
-    (config_dir / "config.toml").write_text(world.toml(["box1", "box2"]))
-    far = world.remote_home("box1") / "far"
-    far.mkdir()
-    world.remote_cbos("box1", "new", str(far), "--slug", "FAR")
+    world.configure(["box1", "box2"])
+    far = world.new_session("box1", "FAR")
     near = project(tmp_path, "near")
 
     async def body(server: Server) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from cbos.tmux import Tmux
 from tests.conftest import CliResult
-from tests.support import wait_until
+from tests.support import new_session, wait_until
 
 Cli = Callable[..., CliResult]
 Message = dict[str, Any]
@@ -84,14 +84,6 @@ def stdio(tmux: Tmux, tmp_path: Path) -> Iterator[Callable[[], Stdio]]:
     yield start
     for server in made:
         server.close()
-
-
-def new_session(cli: Cli, tmp_path: Path, slug: str) -> Path:
-    project = tmp_path / slug.lower()
-    project.mkdir(exist_ok=True)
-    result = cli("new", str(project), "--slug", slug)
-    assert result.code == 0, result.err
-    return project
 
 
 def test_lines_in_lines_out_and_nothing_left_when_stdin_closes(

@@ -39,7 +39,7 @@ from cbos.model import SessionView
 from cbos.state import State
 from cbos.tmux import Tmux
 from cbos.web import WebServer
-from tests.support import Cli, prompts, wait_until
+from tests.support import Cli, new_session, prompts, wait_until
 
 Message = dict[str, Any]
 
@@ -201,14 +201,6 @@ def lines(first: int, count: int, width: int = 60) -> bytes:
     """Numbered lines with some multi-byte characters, so cuts inside them would show."""
     return b"".join(f"{n:07d} é€😀 {'x' * width}\n".encode() for n in range(first,
                                                                          first + count))
-
-
-def new_session(cli: Cli, tmp_path: Path, slug: str) -> Path:
-    project = tmp_path / slug.lower()
-    project.mkdir(exist_ok=True)
-    result = cli("new", str(project), "--slug", slug)
-    assert result.code == 0, result.err
-    return project
 
 
 def wait_composer(harness: Harness, ws: ClientConnection, slug: str) -> None:
