@@ -36,7 +36,7 @@ from typing import Any
 from cbos import config as config_mod
 from cbos import delegation, hooks, registry, sessions, transcript
 from cbos.core import Core
-from cbos.dialog import parse_dialog
+from cbos.dialog import composer_shown, parse_dialog
 from cbos.errors import CbosError, NotFoundError, RefusedError, TmuxError, UsageError
 from cbos.events import HookEvent, read_recent
 from cbos.model import SessionView
@@ -45,7 +45,6 @@ from cbos.state import EXITING, State
 from cbos.tmux import Tmux
 from cbos.waiting import FALLBACK_REFRESH, Wakeups, wait_for
 
-COMPOSER = "❯\u00a0"  # Claude's empty prompt line: the mark, then a NO-BREAK SPACE
 READY_TIMEOUT = 60.0
 READY_POLL = 0.1
 
@@ -394,7 +393,7 @@ def wait_composer(tmux: Tmux, panes: Mapping[str, str], timeout: float,
                 screen = tmux.capture(pane_id, colours=False)
             except TmuxError:
                 continue
-            if COMPOSER in screen:
+            if composer_shown(screen):
                 del pending[slug]
             elif (dialog := parse_dialog(screen)) is not None:
                 problems[slug] = (f"a dialog waits before its prompt ({dialog.question}); "

@@ -226,7 +226,10 @@ class Core:
             raise RefusedError(
                 f"{slug} is asking for permission ({view.reason}); typing would answer the "
                 f"dialog. Answer it with `cbos answer {slug} CHOICE` (a number, yes, no or esc)")
-        starting = view.state is st.State.IDLE and view.pid is not None
+        # Starting: claude runs, but neither its SessionStart hook nor its status file has
+        # named a conversation yet (2.1.332 spends ~5 s so after its startup dialogs).
+        starting = (view.state is st.State.IDLE and view.pid is not None
+                    and not view.claude_session_id)
         dialog = self._ready_screen(pane_id, slug) if starting \
             else self._dialog_on_screen(pane_id)
         if dialog is not None:

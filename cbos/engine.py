@@ -333,17 +333,20 @@ class Engine:
         # A dialog that is answered, or appears, shows on screen first; so do the startup
         # dialogs and "Not logged in", which no hook announces. Only panes whose log
         # moved are read, and only those that are not at work.
-        notices = board.notices
-        moved = {c.slug for c in chunks if (v := self.view(c.slug)) is not None
-                 and may_show_blocker(v, notices.get(c.slug, ""))}
         # A busy claude whose requests fail says so only on its spinner row ("… ·
         # retrying in 2s · attempt 3/10"): its screen is read when its output says it
         # retries, and again while the retry shows, until it has gone.
-        retrying = {c.slug for c in chunks if (b"etrying in" in c.raw
-                                               or board.retries.get(c.slug))
-                    and (v := self.view(c.slug)) is not None and v.state in _BUSY}
-        self._retry_reads |= retrying
-        moved |= retrying
+        moved: set[str] = set()
+        for chunk in chunks:
+            view = self.view(chunk.slug)
+            if view is None:
+                continue
+            if may_show_blocker(view, board.notices.get(chunk.slug, "")):
+                moved.add(chunk.slug)
+            elif view.state in _BUSY and (b"etrying in" in chunk.raw
+                                          or board.retries.get(chunk.slug)):
+                self._retry_reads.add(chunk.slug)
+                moved.add(chunk.slug)
         if moved:
             self.refresh_dialogs(sorted(moved), throttle=True)
 
@@ -422,7 +425,8 @@ class Engine:
             if view.state is not st.State.PERMISSION and board.dialogs.get(view.slug):
                 board.set_dialog(view.slug, None)
         if only is None:
-            wanted = {slug for slug, v in views.items() if v.state is st.State.PERMISSION}
+            wanted = {slug for slug, v in views.items()
+                      if v.state is st.State.PERMISSION and not v.read_only}  # (no pane)
         else:
             wanted = {slug for slug in only if slug in views and (may_show_blocker(
                 views[slug], board.notices.get(slug, "")) or slug in self._retry_reads)}
@@ -451,7 +455,8 @@ class Engine:
 
         def done(outcome: Outcome) -> None:
             self._screen_reads.difference_update(panes)
-            self._retry_reads.difference_update(panes)
+            # (a read asked for again keeps its reason to be read)
+            self._retry_reads.difference_update(set(panes) - self._screen_again)
             self.captures += len(panes)
             read_at = time.monotonic()
             for slug in panes:

@@ -166,6 +166,9 @@ class Board:
         live_panes = {s.pane.pane_id for s in sessions}
         for key in [k for k in self.tracks if k.startswith("%") and k not in live_panes]:
             del self.tracks[key]
+        for screen in (self.dialogs, self.notices, self.retries, self.dialog_seen):
+            for slug in [slug for slug in screen if slug not in self.sessions]:
+                del screen[slug]  # a slug used again starts from a fresh screen
 
     def set_dialog(self, slug: str, dialog: Dialog | None) -> None:
         self.dialogs[slug] = dialog
