@@ -29,6 +29,7 @@ import os
 import queue
 import re
 import shlex
+import stat
 import subprocess
 import threading
 import time
@@ -132,6 +133,12 @@ def ssh_argv(config: Config, host: HostConfig, remote: Sequence[str], tty: bool 
             raise UsageError(f"{word!r} cannot go on a remote command line")
     directory = control_dir(config)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    found = directory.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() \
+            or found.st_mode & 0o077:
+        # (under /tmp another user could have made it first and wait there for our text)
+        raise CbosError(f"{directory} must be a directory of yours that only you can use "
+                        "(mode 700); remove it and try again")
     return [
         *ssh_program(environ), "-t" if tty else "-T",
         "-o", "BatchMode=yes",
@@ -311,10 +318,19 @@ class Remote:
         threading.Thread(target=self._read, daemon=True,
                          name=f"cbos-remote-{host.name}").start()
         self.views: list[SessionView] = []
-        hello = self._next(timeout, "its session list")
-        if hello.get("type") != "sessions":
-            raise CbosError(f"{host.name}: the remote cbos did not start with its session list")
-        self.views = [pr.view_from_json(v, host.name) for v in hello.get("sessions", [])]
+        try:
+            hello = self._next(timeout, "its session list")
+            if hello.get("type") != "sessions":
+                raise CbosError(f"{host.name}: the remote cbos did not start with its "
+                                "session list")
+            self.views = [pr.view_from_json(v, host.name) for v in hello.get("sessions", [])]
+        except pr.BadEvent as exc:
+            self._pipe.close()
+            raise CbosError(f"{host.name}: the remote cbos sent a session cbos cannot read "
+                            f"({exc}); are both sides the same cbos version?") from None
+        except BaseException:
+            self._pipe.close()  # (no __exit__ will run: the ssh process must not stay)
+            raise
 
     def _read(self) -> None:
         stream = self._pipe.lines()
@@ -360,11 +376,14 @@ class Remote:
                 raise CbosError(f"{self.host.name}: {message.get('error')}")
             return message
 
-    def forget_streams(self, slug: str) -> None:
-        """Drop the held output of ``slug``: what a subscription since ended had sent."""
-        self._held = collections.deque(
-            m for m in self._held if not (m.get("type") == "stream"
-                                          and m.get("session") == slug))
+    def forget_streams(self, slug: str) -> bool:
+        """Drop the held output of ``slug`` (what a subscription since ended had sent, or
+        wake-ups already served); whether there was any."""
+        kept = collections.deque(m for m in self._held if not (
+            m.get("type") == "stream" and m.get("session") == slug))
+        dropped = len(kept) != len(self._held)
+        self._held = kept
+        return dropped
 
     def events(self, timeout: float) -> dict[str, Any] | None:
         """The next message, or None if nothing came within ``timeout``."""
@@ -522,11 +541,14 @@ class HostLink:
     def _run(self) -> None:
         attempt = 0
         while not self._stop.is_set():
+            seen = self.connections  # (counted once a greeting came)
             error = self._connect_once()
             if self._stop.is_set():
                 return
+            if self.connections > seen or error is None:
+                attempt = 0  # a connection that worked: the next try comes soon again
             delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
-            attempt = 0 if error is None else attempt + 1
+            attempt += 1
             self._put("down", (error or f"{self.name}: the connection ended",
                                time.time() + delay))
             self._stop.wait(delay)

@@ -114,8 +114,10 @@ def serve_stdio(config: Config, tmux: Tmux, stdin: IO[bytes] | None = None,
         peers.append(peer)
         engine: Engine | None = None
         try:
-            # Another machine's control room shows its own notifications and status line.
-            engine = Engine(config, tmux, notify=False, status_line=False)
+            # Another machine's control room shows its own notifications and status line,
+            # and reaches its own hosts: this side links to none (two machines listing each
+            # other would otherwise ssh into each other without end).
+            engine = Engine(config, tmux, notify=False, status_line=False, hosts=())
             engine.error_listeners.append(lambda text: log.warning("%s", text))
             engine.start()
             fds = hub.attach(engine)

@@ -26,7 +26,7 @@ import pytest
 from cbos import config as config_mod
 from cbos import hosts
 from cbos.engine import Engine
-from cbos.errors import ConfigError, UsageError
+from cbos.errors import CbosError, ConfigError, UsageError
 from cbos.hub import serve_loop
 from cbos.logs import Chunk
 from cbos.model import HostStatus, SessionView, stale
@@ -535,6 +535,21 @@ def test_the_control_socket_path_always_fits(private_home: Path) -> None:
         # ssh binds DIR/<40 hex>.<16 random> first: that must fit a Unix socket address.
         assert len(f"{directory}/{'a' * 40}.{'b' * 16}") < 108
         assert directory == state / "ssh" or str(directory).startswith("/tmp/cbos-")
+
+
+def test_a_control_directory_others_could_use_is_refused(
+        private_home: Path, tmp_path: Path) -> None:
+    config = config_mod.load().replace(state_dir=tmp_path / "state")
+    host = config_mod.HostConfig("box1", "box1", "cbos")
+    directory = hosts.control_dir(config)
+    assert hosts.ssh_argv(config, host, ["serve", "--stdio"])  # made private: fine
+    directory.chmod(0o755)
+    with pytest.raises(CbosError, match="only you can use"):
+        hosts.ssh_argv(config, host, ["serve", "--stdio"])
+    directory.rmdir()
+    directory.symlink_to(tmp_path)  # a link planted where the directory goes
+    with pytest.raises(CbosError, match="only you can use"):
+        hosts.ssh_argv(config, host, ["serve", "--stdio"])
 
 
 def test_websocket_clients_see_and_drive_remote_sessions(

@@ -168,14 +168,18 @@ def _follow_rendered(remote: hosts.Remote, slug: str, lines: int) -> None:
     print("\n".join(previous[-lines:]), flush=True)
     last = time.monotonic()
     while _next_stream(remote, slug) is not None:
-        wait = MIN_INTERVAL - (time.monotonic() - last)
-        if wait > 0:
-            time.sleep(wait)  # (a one-shot command: nothing else waits on this thread)
-        current = _screen(remote, slug)
-        last = time.monotonic()
-        for line in new_lines(previous, current):
-            print(line, flush=True)
-        previous = current
+        # Output that came while a screen was read wakes one more read, not one each.
+        more = True
+        while more:
+            wait = MIN_INTERVAL - (time.monotonic() - last)
+            if wait > 0:
+                time.sleep(wait)  # (a one-shot command: nothing else waits on this thread)
+            current = _screen(remote, slug)
+            last = time.monotonic()
+            for line in new_lines(previous, current):
+                print(line, flush=True)
+            previous = current
+            more = remote.forget_streams(slug)
 
 
 def _next_stream(remote: hosts.Remote, slug: str) -> dict[str, Any] | None:
@@ -207,7 +211,10 @@ def wait(args: argparse.Namespace, ctx: Context, wanted: set[str]) -> int:
             if message is None:
                 continue
             if message.get("type") in ("session_update", "session_created"):
-                fresh = pr.view_from_json(message.get("session"), remote.host.name)
+                try:
+                    fresh = pr.view_from_json(message.get("session"), remote.host.name)
+                except pr.BadEvent:
+                    continue  # a row this cbos cannot read: not the one waited for
                 if fresh.slug == args.slug:
                     view = fresh
             elif message.get("type") == "session_deleted" and message.get("slug") == slug:
