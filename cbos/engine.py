@@ -469,7 +469,7 @@ class Engine:
             again = sorted(self._screen_again & set(panes))
             self._screen_again.difference_update(again)
             if again:
-                self.refresh_dialogs(again)
+                self.refresh_dialogs(again, throttle=True)  # (at most every SCREEN_GAP)
 
         self.run(read, done, SCREEN)
 
